@@ -1,0 +1,1 @@
+"""Vision Transformers in JAX/Flax for studying LayerNorm placement."""
