@@ -1,0 +1,143 @@
+"""Defaults shared by every experiment: each hyper-parameter has its one default here.
+
+Experiment configs (`configs/addnorm.py`, ...) start from `get_config()` and override
+what differs. Every field can be overridden on the command line, e.g.
+`--config.model.num_layers=6 --config.data.archive=/path/cifar-100-python.tar.gz`.
+"""
+
+import ml_collections
+
+
+def get_model_config() -> ml_collections.ConfigDict:
+  """Fields of `vit_jax.models.VisionTransformer` (splatted into it by name)."""
+  model = ml_collections.ConfigDict()
+  model.variant = ''                 # e.g. 'B/16': fills patch/hidden/layers/heads/mlp from the ViT paper
+  model.patch_size = 4
+  model.hidden_size = 192
+  model.num_layers = 6
+  model.num_heads = 3
+  model.mlp_dim = 768                # int, or a tuple of hidden widths
+  model.mlp_activate_output = False  # Keras seed applies GELU on the MLP output too
+  model.head_dim = 0                 # per-head q/k/v width; 0 = hidden_size // num_heads
+  model.norm_placement = 'pre'       # 'pre' | 'post' | 'addnorm' | 'sandwich' | 'seed' | 'none' | 'attn:in,mlp:in+out'
+  model.final_norm = 'auto'          # 'auto' (from the placement) | 'on' | 'off'
+  model.layer_norm_epsilon = 1e-6
+  model.classifier = 'token'         # 'token' | 'gap' | 'flatten'
+  model.posemb = 'learn'             # 'learn' | 'sincos2d'
+  model.dropout_rate = 0.0
+  model.attention_dropout_rate = 0.0
+  model.stochastic_depth_rate = 0.0
+  model.head_hidden_sizes = ()       # MLP head widths before the classifier (seed: (2048, 1024))
+  model.head_dropout_rate = 0.0
+  model.representation_size = 0      # vit_jax pre-logits width; 0 = none
+  model.head_bias_init = 0.0
+  model.dtype = 'float32'            # compute dtype: 'float32' | 'bfloat16'
+  model.param_dtype = 'float32'
+  model.attention_impl = 'xla'       # 'xla' | 'cudnn' (GPU only)
+  model.remat = False                # rematerialise each block: less memory, more compute
+  model.scan = False                 # nn.scan over blocks: faster compiles for deep models
+  return model
+
+
+def get_data_config() -> ml_collections.ConfigDict:
+  """Fields read by `vit_jax.input_pipeline`."""
+  data = ml_collections.ConfigDict()
+  data.dataset = 'cifar100'          # 'cifar100' | 'cifar10' | any TFDS image classification set
+  data.archive = ''                  # local official CIFAR archive (.tar.gz or folder); '' = TFDS
+  data.tfds_data_dir = ''            # TFDS data_dir; '' = TFDS default (~/tensorflow_datasets)
+  data.strict_counts = True          # archives must hold the official number of records
+  data.train_split = 'train'
+  data.val_fraction = 0.1            # held out from train_split by a fixed permutation
+  data.val_split_seed = 0
+  data.eval_split = 'test'           # split for --mode=eval: 'val' | 'test' | 'train' | TFDS split string
+  data.image_size = 32               # images are resized to this (the seeds upsample 32 -> 72 or 224)
+  data.crop_padding = 0              # random crop after padding by this many pixels (0 = off)
+  data.random_resized_crop = False   # Inception-style crop instead
+  data.rrc_min_scale = 0.08
+  data.flip = True                   # random horizontal flip
+  data.rotation = 0.0                # max rotation, fraction of 2*pi (Keras RandomRotation factor)
+  data.zoom = 0.0                    # Keras RandomZoom factor
+  data.randaugment_layers = 0        # RandAugment N (0 = off)
+  data.randaugment_magnitude = 10    # RandAugment M
+  data.mixup_alpha = 0.0             # 0 = off
+  data.cutmix_alpha = 0.0            # 0 = off
+  data.class_balanced = False        # sample with weights 1 / class count
+  data.cache = True
+  data.prefetch = 2
+  data.num_parallel_calls = -1       # -1 = tf.data AUTOTUNE
+  return data
+
+
+def get_config() -> ml_collections.ConfigDict:
+  """The full default config: a small pre-LN ViT on CIFAR-100 at 32px."""
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+  config.model = get_model_config()
+  config.data = get_data_config()
+
+  # Schedule length: `total_steps` > 0 wins over `num_epochs`.
+  config.batch_size = 256
+  config.eval_batch_size = 500
+  config.num_epochs = 20.0
+  config.total_steps = 0
+
+  # Optimizer.
+  config.optimizer = 'adamw'         # 'adamw' | 'sgd' (with momentum)
+  config.learning_rate = 1e-3
+  config.weight_decay = 1e-3         # decoupled; applied to kernels only (not biases, LN, pos-emb, cls)
+  config.adam_b1 = 0.9
+  config.adam_b2 = 0.999
+  config.adam_eps = 1e-8
+  config.momentum = 0.9              # for sgd
+  config.lr_schedule = 'warmup_cosine'  # 'warmup_cosine' | 'warmup_linear' | 'constant'
+  config.warmup_steps = 0
+  config.warmup_fraction = 0.0       # used when warmup_steps == 0: fraction of total steps
+  config.end_lr_ratio = 0.0          # final lr = learning_rate * end_lr_ratio
+  config.grad_clip_norm = 0.0        # 0 = no clipping
+  config.grad_accum_steps = 1        # micro-batches per update (same update as the full batch)
+  config.label_smoothing = 0.0
+  config.ema_decay = 0.0             # 0 = no EMA of parameters; e.g. 0.9999
+  config.trainable = ''              # regex of param paths to train ('' = all; 'head' = linear probe)
+
+  # Loop.
+  config.log_every = 50
+  config.eval_every = 0              # steps; 0 = once per epoch (and at the end)
+  config.checkpoint_every = 1000     # steps; a checkpoint is also written at the end
+  config.keep_checkpoints = 3        # latest K kept, plus the best by val top-1
+  config.async_checkpoints = True
+  config.distributed = False         # call jax.distributed.initialize() (multi-host)
+  config.debug_nans = False
+  return config
+
+
+def get_seed000_config(norm_placement: str) -> ml_collections.ConfigDict:
+  """Seed 000's recipe (see configs/baseline.py); only the norm placement varies."""
+  config = get_config()
+  config.data.image_size = 224
+  config.data.flip = True
+  config.data.rotation = 0.02
+  config.data.zoom = 0.2
+
+  model = config.model
+  model.norm_placement = norm_placement
+  model.patch_size = 32
+  model.hidden_size = 64
+  model.num_layers = 12
+  model.num_heads = 4
+  model.head_dim = 64
+  model.mlp_dim = 128
+  model.mlp_activate_output = True
+  model.dropout_rate = 0.1
+  model.attention_dropout_rate = 0.1
+  model.classifier = 'flatten'
+  model.head_hidden_sizes = (2048, 1024)
+  model.head_dropout_rate = 0.5
+
+  config.batch_size = 256
+  config.num_epochs = 20.0
+  config.learning_rate = 1e-3
+  config.weight_decay = 1e-3
+  config.warmup_fraction = 0.1
+  config.eval_every = 0
+  config.checkpoint_every = 500
+  return config

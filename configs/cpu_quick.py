@@ -1,0 +1,43 @@
+"""A small ViT that trains on 2 CPU cores in about 10 minutes: the smoke test on real data.
+
+32px CIFAR-100 (no upsampling), patch 4 (8x8 = 64 tokens + class token), 4 pre-LN layers of
+width 128, 4 heads, MLP 256, random crop (pad 4) + flip, batch 128, AdamW lr 1e-3 wd 0.05,
+warmup-cosine over 1,500 steps (~4.3 epochs of the 45,000 training images).
+
+Command (offline, on the shared train split; 10% held out as validation):
+  python run.py --config=configs/cpu_quick.py --workdir=runs/cpu_quick \
+      --config.data.archive=../shared/data/cifar-100-binary-train.tar.gz
+  python run.py --config=configs/cpu_quick.py --workdir=runs/cpu_quick --mode=eval \
+      --config.data.archive=../shared/data/cifar-100-binary-train.tar.gz --config.data.eval_split=val
+
+Expected and runtime: see the README's "Measured" section (2-core CPU).
+"""
+
+from configs import common
+
+
+def get_config():
+  config = common.get_config()
+  config.data.image_size = 32
+  config.data.crop_padding = 4
+  config.data.flip = True
+
+  model = config.model
+  model.norm_placement = 'pre'
+  model.patch_size = 4
+  model.hidden_size = 128
+  model.num_layers = 4
+  model.num_heads = 4
+  model.mlp_dim = 256
+  model.classifier = 'token'
+
+  config.batch_size = 128
+  config.eval_batch_size = 1000
+  config.total_steps = 1500
+  config.learning_rate = 1e-3
+  config.weight_decay = 0.05
+  config.warmup_steps = 150
+  config.log_every = 50
+  config.eval_every = 500
+  config.checkpoint_every = 500
+  return config

@@ -1,0 +1,132 @@
+"""Checkpoints with orbax: periodic saves, keep-latest-K plus best, resume, safe restore.
+
+The saved item is the whole `TrainState` pytree (params, optimizer state, step, RNG, EMA), so
+resuming continues bit for bit; the data position is the step (the input pipeline is a pure
+function of it). Checkpoints live in `WORKDIR/checkpoints/<step>/`.
+"""
+
+import logging
+import os
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+from orbax.checkpoint import checkpoint_managers
+
+BEST_METRIC = 'val_top1'
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that cannot be used: the message says which and why."""
+
+
+def checkpoint_dir(workdir: str) -> str:
+  return os.path.join(os.path.abspath(workdir), 'checkpoints')
+
+
+def create_manager(workdir: str, *, keep: int = 3, async_save: bool = True,
+                   read_only: bool = False) -> ocp.CheckpointManager:
+  """A manager keeping the latest `keep` checkpoints plus the best by validation top-1."""
+  policy = checkpoint_managers.AnyPreservationPolicy([
+      checkpoint_managers.LatestN(n=keep),
+      checkpoint_managers.BestN(get_metric_fn=lambda m: m[BEST_METRIC], n=1,
+                                keep_checkpoints_without_metrics=False),
+  ])
+  options = ocp.CheckpointManagerOptions(
+      preservation_policy=policy,
+      best_fn=lambda m: m[BEST_METRIC], best_mode='max',
+      enable_async_checkpointing=async_save,
+      read_only=read_only,
+      create=not read_only,
+  )
+  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: Any,
+         metrics: dict[str, float] | None = None) -> None:
+  """Starts an (async) save of `state` at `step`; `metrics` ranks it for keep-best."""
+  if step in manager.all_steps():
+    return
+  manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
+
+
+def _shape_mismatches(stored: Any, target: Any) -> list[str]:
+  """Names of leaves whose stored shape differs from the target's, or that exist on one side only."""
+  flat_stored = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(stored)}
+  flat_target = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(target)}
+  problems = []
+  for name in sorted(set(flat_stored) | set(flat_target)):
+    if name not in flat_target:
+      problems.append(f'{name}: in the checkpoint, not in the model')
+    elif name not in flat_stored:
+      problems.append(f'{name}: in the model, not in the checkpoint')
+    else:
+      s, t = tuple(flat_stored[name].shape), tuple(np.shape(flat_target[name]))
+      if s != t:
+        problems.append(f'{name}: checkpoint {s} vs model {t}')
+  return problems
+
+
+def _restore_step(manager: ocp.CheckpointManager, step: int, abstract_state: Any) -> Any:
+  stored = manager.item_metadata(step)
+  if stored is not None:
+    tree = getattr(stored, 'tree', stored)
+    problems = _shape_mismatches(tree, abstract_state)
+    if problems:
+      listed = '\n  '.join(problems[:20])
+      raise CheckpointError(
+          f'Checkpoint step {step} in {manager.directory} does not fit the configured model '
+          f'({len(problems)} mismatches):\n  {listed}\nDid the config change since it was '
+          'written? Use the same --config values, or a fresh --workdir.')
+  return manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
+
+
+def restore(manager: ocp.CheckpointManager, abstract_state: Any,
+            step: int | None = None) -> tuple[Any, int] | None:
+  """Restores `step`, or the newest readable checkpoint; None when there is none.
+
+  An unreadable newest checkpoint (half-written, corrupted) is reported and the next older one
+  is tried; nothing is deleted. A checkpoint that does not fit the model raises CheckpointError.
+  """
+  manager.reload()
+  if step is not None:
+    if step not in manager.all_steps():
+      raise CheckpointError(f'No checkpoint for step {step} in {manager.directory}; '
+                            f'available steps: {sorted(manager.all_steps())}.')
+    return _restore_step(manager, step, abstract_state), step
+  for candidate in sorted(manager.all_steps(), reverse=True):
+    try:
+      return _restore_step(manager, candidate, abstract_state), candidate
+    except CheckpointError:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      logging.warning('Checkpoint step %d in %s is unreadable (%s: %s); trying the previous one.',
+                      candidate, manager.directory, type(e).__name__, e)
+  return None
+
+
+def resolve_step(manager: ocp.CheckpointManager, spec: str) -> int | None:
+  """'' = newest, 'best' = best by val top-1, 'latest', or a step number."""
+  manager.reload()
+  if spec in ('', 'latest'):
+    return None
+  if spec == 'best':
+    best = manager.best_step()
+    if best is None:
+      raise CheckpointError(f'No checkpoint in {manager.directory} has validation metrics.')
+    return best
+  try:
+    return int(spec)
+  except ValueError:
+    raise CheckpointError(f'--checkpoint={spec!r}: expected "best", "latest", a step number '
+                          'or the path of a step folder.') from None
+
+
+def split_checkpoint_path(path: str) -> tuple[str, str]:
+  """'.../WORKDIR/checkpoints/1500' -> (WORKDIR, '1500'), so --checkpoint may be a path."""
+  path = os.path.abspath(path.rstrip('/'))
+  parent, name = os.path.split(path)
+  if os.path.basename(parent) == 'checkpoints' and name.isdigit():
+    return os.path.dirname(parent), name
+  raise CheckpointError(f'--checkpoint={path!r} is not a step folder WORKDIR/checkpoints/<step>.')

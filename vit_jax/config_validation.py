@@ -1,0 +1,173 @@
+"""Checks every config value before anything is compiled or downloaded.
+
+Each problem becomes one line saying which field is wrong, what it holds and what would be
+right; all problems are reported together so a user fixes them in one go.
+"""
+
+import os
+import re
+from collections.abc import Sequence
+
+import ml_collections
+
+from vit_jax import input_pipeline
+from vit_jax import models
+from vit_jax import optim
+
+DTYPES = ('float32', 'bfloat16', 'float16')
+FINAL_NORM = ('auto', 'on', 'off')
+ATTENTION_IMPLS = ('xla', 'cudnn')
+
+
+class ConfigError(ValueError):
+  """A config with bad values; the message lists each one and how to fix it."""
+
+
+def _widths(value) -> Sequence:
+  return value if isinstance(value, (list, tuple)) else (value,)
+
+
+def _model_problems(model: ml_collections.ConfigDict, image_size: int) -> list[str]:
+  p = []
+  if model.variant:
+    if model.variant not in models.VARIANTS_BY_NAME:
+      p.append(f'model.variant={model.variant!r} is unknown; expected one of '
+               f'{sorted(models.VARIANTS_BY_NAME)} or "" (sizes from the config).')
+      return p
+  for name in ('patch_size', 'hidden_size', 'num_layers', 'num_heads'):
+    if model[name] <= 0:
+      p.append(f'model.{name}={model[name]} must be a positive integer.')
+  if model.patch_size > 0 and image_size % model.patch_size:
+    p.append(f'data.image_size={image_size} is not divisible by model.patch_size='
+             f'{model.patch_size}; choose an image size that is a multiple of the patch size '
+             f'(e.g. {max(1, image_size // model.patch_size) * model.patch_size}).')
+  if model.head_dim < 0:
+    p.append(f'model.head_dim={model.head_dim} must be >= 0 (0 = hidden_size // num_heads).')
+  elif (model.head_dim == 0 and model.num_heads > 0 and model.hidden_size > 0 and
+        model.hidden_size % model.num_heads):
+    p.append(f'model.hidden_size={model.hidden_size} is not divisible by model.num_heads='
+             f'{model.num_heads}; change one, or set model.head_dim explicitly.')
+  if not _widths(model.mlp_dim) or any(w <= 0 for w in _widths(model.mlp_dim)):
+    p.append(f'model.mlp_dim={model.mlp_dim} must be a positive width or a tuple of them.')
+  try:
+    models.parse_norm_placement(model.norm_placement)
+  except ValueError as e:
+    p.append(f'model.norm_placement: {e}')
+  if model.final_norm not in FINAL_NORM:
+    p.append(f'model.final_norm={model.final_norm!r}: expected one of {FINAL_NORM}.')
+  if model.classifier not in models.CLASSIFIERS:
+    p.append(f'model.classifier={model.classifier!r}: expected one of {models.CLASSIFIERS}.')
+  if model.posemb not in models.POSEMBS:
+    p.append(f'model.posemb={model.posemb!r}: expected one of {models.POSEMBS}.')
+  for name in ('dropout_rate', 'attention_dropout_rate', 'stochastic_depth_rate',
+               'head_dropout_rate'):
+    if not 0.0 <= model[name] < 1.0:
+      p.append(f'model.{name}={model[name]} must be in [0, 1).')
+  if any(w <= 0 for w in model.head_hidden_sizes):
+    p.append(f'model.head_hidden_sizes={tuple(model.head_hidden_sizes)} must hold positive widths.')
+  if model.representation_size < 0:
+    p.append(f'model.representation_size={model.representation_size} must be >= 0 (0 = none).')
+  if model.layer_norm_epsilon <= 0:
+    p.append(f'model.layer_norm_epsilon={model.layer_norm_epsilon} must be > 0.')
+  for name in ('dtype', 'param_dtype'):
+    if model[name] not in DTYPES:
+      p.append(f'model.{name}={model[name]!r}: expected one of {DTYPES}.')
+  if model.attention_impl not in ATTENTION_IMPLS:
+    p.append(f'model.attention_impl={model.attention_impl!r}: expected one of {ATTENTION_IMPLS}.')
+  return p
+
+
+def _training_problems(config: ml_collections.ConfigDict, num_devices: int,
+                       num_processes: int) -> list[str]:
+  p = []
+  if config.batch_size <= 0:
+    p.append(f'batch_size={config.batch_size} must be positive.')
+  else:
+    if config.batch_size % num_devices:
+      p.append(f'batch_size={config.batch_size} is not divisible by the {num_devices} devices; '
+               f'use a multiple of {num_devices}.')
+    if config.batch_size % num_processes:
+      p.append(f'batch_size={config.batch_size} is not divisible by the {num_processes} hosts.')
+    if config.grad_accum_steps >= 1 and (
+        config.batch_size % config.grad_accum_steps or
+        (config.batch_size // config.grad_accum_steps) % num_devices):
+      p.append(f'batch_size={config.batch_size} must split into grad_accum_steps='
+               f'{config.grad_accum_steps} micro-batches that are each divisible by the '
+               f'{num_devices} devices.')
+  if config.eval_batch_size <= 0 or config.eval_batch_size % num_devices:
+    p.append(f'eval_batch_size={config.eval_batch_size} must be a positive multiple of the '
+             f'{num_devices} devices.')
+  if config.total_steps < 0:
+    p.append(f'total_steps={config.total_steps} must be >= 0 (0 = use num_epochs).')
+  if config.total_steps == 0 and config.num_epochs <= 0:
+    p.append(f'num_epochs={config.num_epochs} must be positive (or set total_steps).')
+  if config.learning_rate <= 0:
+    p.append(f'learning_rate={config.learning_rate} must be positive.')
+  if config.weight_decay < 0:
+    p.append(f'weight_decay={config.weight_decay} must be >= 0.')
+  if config.optimizer not in optim.OPTIMIZERS:
+    p.append(f'optimizer={config.optimizer!r}: expected one of {optim.OPTIMIZERS}.')
+  if config.lr_schedule not in optim.LR_SCHEDULES:
+    p.append(f'lr_schedule={config.lr_schedule!r}: expected one of {optim.LR_SCHEDULES}.')
+  if config.warmup_steps < 0:
+    p.append(f'warmup_steps={config.warmup_steps} must be >= 0.')
+  if not 0.0 <= config.warmup_fraction < 1.0:
+    p.append(f'warmup_fraction={config.warmup_fraction} must be in [0, 1).')
+  if config.warmup_steps > 0 and config.warmup_fraction > 0:
+    p.append('warmup_steps and warmup_fraction are both set; set only one of them.')
+  if config.total_steps > 0 and config.warmup_steps >= config.total_steps:
+    p.append(f'warmup_steps={config.warmup_steps} is not shorter than total_steps='
+             f'{config.total_steps}; warmup must end before training does.')
+  if not 0.0 <= config.end_lr_ratio <= 1.0:
+    p.append(f'end_lr_ratio={config.end_lr_ratio} must be in [0, 1].')
+  for name in ('adam_b1', 'adam_b2', 'momentum'):
+    if not 0.0 <= config[name] < 1.0:
+      p.append(f'{name}={config[name]} must be in [0, 1).')
+  if config.adam_eps <= 0:
+    p.append(f'adam_eps={config.adam_eps} must be positive.')
+  if config.grad_clip_norm < 0:
+    p.append(f'grad_clip_norm={config.grad_clip_norm} must be >= 0 (0 = off).')
+  if config.grad_accum_steps < 1:
+    p.append(f'grad_accum_steps={config.grad_accum_steps} must be >= 1.')
+  if not 0.0 <= config.label_smoothing < 1.0:
+    p.append(f'label_smoothing={config.label_smoothing} must be in [0, 1).')
+  if not 0.0 <= config.ema_decay < 1.0:
+    p.append(f'ema_decay={config.ema_decay} must be in [0, 1) (0 = off).')
+  if config.trainable:
+    try:
+      re.compile(config.trainable)
+    except re.error as e:
+      p.append(f'trainable={config.trainable!r} is not a valid regular expression ({e}).')
+  for name in ('log_every', 'checkpoint_every', 'keep_checkpoints'):
+    if config[name] <= 0:
+      p.append(f'{name}={config[name]} must be positive.')
+  if config.eval_every < 0:
+    p.append(f'eval_every={config.eval_every} must be >= 0 (0 = once per epoch).')
+  if config.seed < 0:
+    p.append(f'seed={config.seed} must be >= 0.')
+  return p
+
+
+def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1,
+                    num_processes: int = 1) -> None:
+  """Raises ConfigError listing every bad value of `config`; returns None when all is well."""
+  problems = _model_problems(config.model, config.data.image_size)
+  problems += _training_problems(config, num_devices, num_processes)
+  problems += input_pipeline.validate_data_config(config.data)
+  if problems:
+    raise ConfigError('Invalid config:\n  - ' + '\n  - '.join(problems))
+
+
+def validate_workdir(workdir: str) -> None:
+  """The workdir must be creatable and writable before training starts."""
+  if not workdir:
+    raise ConfigError('--workdir is required: the folder for checkpoints and metrics.jsonl.')
+  path = os.path.abspath(workdir)
+  probe = path
+  while not os.path.exists(probe):
+    probe = os.path.dirname(probe)
+  if not os.path.isdir(probe):
+    raise ConfigError(f'--workdir={workdir}: {probe} exists and is not a folder.')
+  if not os.access(probe, os.W_OK | os.X_OK):
+    raise ConfigError(f'--workdir={workdir}: {probe} is not writable; choose a folder you can '
+                      'write to.')

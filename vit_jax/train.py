@@ -1,0 +1,471 @@
+"""Training and evaluation: TrainState, the jitted data-parallel steps, and the loop.
+
+This file glues the others: `models` (the network), `input_pipeline` (host batches),
+`optim` (the optax chain) and `checkpoint` (orbax). Parallelism is one `jax.jit` over a
+1-D `jax.sharding.Mesh` named `data`: parameters are replicated, batches are sharded along
+their leading axis, and XLA inserts the gradient all-reduce. The same code runs on one CPU,
+8 forced CPU devices, a GPU, a TPU slice and several hosts (`config.distributed`).
+"""
+
+import functools
+import json
+import logging
+import math
+import os
+import signal
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from vit_jax import checkpoint
+from vit_jax import config_validation
+from vit_jax import input_pipeline
+from vit_jax import models
+from vit_jax import optim
+
+DATA_AXIS = 'data'
+
+
+@flax.struct.dataclass
+class TrainState:
+  """Everything a step reads and writes; checkpointed whole, so resume is exact."""
+  step: jax.Array          # [] int32: optimizer steps taken (= global batches consumed)
+  params: Any
+  opt_state: Any
+  rng: jax.Array           # base key; the step's key is fold_in(rng, step)
+  ema_params: Any          # EMA of params when config.ema_decay > 0, else None
+
+
+# ----------------------------------------------------------------------------- mesh & sharding
+
+
+def create_mesh(devices: list | None = None) -> Mesh:
+  """A 1-D data-parallel mesh over every device of every host."""
+  devices = jax.devices() if devices is None else devices
+  return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def replicated(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharded(mesh: Mesh) -> NamedSharding:
+  return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def device_batches(host_batches: Iterator[dict], mesh: Mesh, prefetch: int = 2) -> Iterator[dict]:
+  """Turns host-local numpy batches into global arrays sharded on the mesh, `prefetch` ahead.
+
+  Transfers are asynchronous, so keeping a couple in flight overlaps them with the step.
+  """
+  sharding = batch_sharded(mesh)
+  queue = []
+
+  def put(batch):
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+  for batch in host_batches:
+    queue.append(put(batch))
+    if len(queue) > prefetch:
+      yield queue.pop(0)
+  yield from queue
+
+
+# ----------------------------------------------------------------------------- losses & metrics
+
+
+def cross_entropy(logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0) -> jax.Array:
+  """Per-example softmax cross-entropy; `labels` are int [batch] or soft float [batch, classes]."""
+  num_classes = logits.shape[-1]
+  targets = labels if labels.ndim == 2 else jax.nn.one_hot(labels, num_classes)
+  if label_smoothing > 0:
+    targets = optax.smooth_labels(targets, label_smoothing)
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)  # [batch]
+
+
+def topk_correct(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
+  """Per-example top-1 and top-5 hits (float 0/1); soft labels count their argmax class."""
+  label_ids = labels if labels.ndim == 1 else jnp.argmax(labels, axis=-1)
+  top1 = (jnp.argmax(logits, axis=-1) == label_ids).astype(jnp.float32)
+  k = min(5, logits.shape[-1])
+  _, top_ids = jax.lax.top_k(logits, k)  # [batch, k]
+  top5 = jnp.any(top_ids == label_ids[:, None], axis=-1).astype(jnp.float32)
+  return top1, top5
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def create_train_state(model: models.VisionTransformer, tx: optax.GradientTransformation,
+                       rng: jax.Array, image_shape: tuple[int, int, int],
+                       use_ema: bool) -> TrainState:
+  """Initial state (call under jit to place it directly on the devices)."""
+  init_rng, state_rng = jax.random.split(rng)
+  dummy = jnp.zeros((1, *image_shape), jnp.float32)
+  params = model.init({'params': init_rng}, dummy, train=False)['params']
+  return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params),
+                    rng=state_rng, ema_params=params if use_ema else None)
+
+
+def train_step(state: TrainState, batch: dict, *, model: models.VisionTransformer,
+               tx: optax.GradientTransformation, grad_accum_steps: int,
+               label_smoothing: float, ema_decay: float) -> tuple[TrainState, dict]:
+  """One optimizer update on the global batch (split into `grad_accum_steps` micro-batches)."""
+  rng = jax.random.fold_in(state.rng, state.step)
+
+  def loss_fn(params, images, labels, dropout_rng):
+    logits = model.apply({'params': params}, images, train=True, rngs={'dropout': dropout_rng})
+    loss = jnp.mean(cross_entropy(logits, labels, label_smoothing))
+    return loss, logits
+
+  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+
+  if grad_accum_steps == 1:
+    (loss, logits), grads = grad_fn(state.params, batch['image'], batch['label'], rng)
+    top1, top5 = topk_correct(logits, batch['label'])
+    top1, top5 = jnp.mean(top1), jnp.mean(top5)
+  else:
+    # [batch, ...] -> [accum, batch / accum, ...]; example j*accum + i goes to micro-batch i,
+    # so each device keeps its own examples (no resharding).
+    def split(x):
+      return jnp.swapaxes(x.reshape(x.shape[0] // grad_accum_steps, grad_accum_steps,
+                                    *x.shape[1:]), 0, 1)
+    micro = jax.tree.map(split, batch)
+
+    def accumulate(carry, xs):
+      micro_batch, index = xs
+      (l, logits), g = grad_fn(state.params, micro_batch['image'], micro_batch['label'],
+                               jax.random.fold_in(rng, index))
+      t1, t5 = topk_correct(logits, micro_batch['label'])
+      sums = (jax.tree.map(jnp.add, carry[0], g), carry[1] + l, carry[2] + jnp.mean(t1),
+              carry[3] + jnp.mean(t5))
+      return sums, None
+
+    zeros = jax.tree.map(jnp.zeros_like, state.params)
+    init = (zeros, 0.0, 0.0, 0.0)
+    (grads, loss, top1, top5), _ = jax.lax.scan(
+        accumulate, init, (micro, jnp.arange(grad_accum_steps)))
+    grads = jax.tree.map(lambda g: g / grad_accum_steps, grads)
+    loss, top1, top5 = (x / grad_accum_steps for x in (loss, top1, top5))
+
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  ema_params = state.ema_params
+  if ema_params is not None:
+    ema_params = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema_params, params)
+  new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
+                            ema_params=ema_params)
+  metrics = {'loss': loss, 'top1': top1, 'top5': top5, 'grad_norm': optax.global_norm(grads)}
+  return new_state, metrics
+
+
+def eval_step(params: Any, batch: dict, *, model: models.VisionTransformer) -> dict:
+  """Sums over the real (mask == 1) examples of one batch; padding contributes nothing."""
+  logits = model.apply({'params': params}, batch['image'], train=False)
+  mask = batch['mask']
+  top1, top5 = topk_correct(logits, batch['label'])
+  return {'loss': jnp.sum(cross_entropy(logits, batch['label']) * mask),
+          'top1': jnp.sum(top1 * mask), 'top5': jnp.sum(top5 * mask),
+          'num_examples': jnp.sum(mask)}
+
+
+def jit_train_step(model, tx, config: ml_collections.ConfigDict, mesh: Mesh,
+                   state_sharding: Any) -> Callable:
+  """The train step compiled for the mesh; the incoming state's buffers are donated."""
+  step = functools.partial(train_step, model=model, tx=tx,
+                           grad_accum_steps=config.grad_accum_steps,
+                           label_smoothing=config.label_smoothing, ema_decay=config.ema_decay)
+  return jax.jit(step, in_shardings=(state_sharding, batch_sharded(mesh)),
+                 out_shardings=(state_sharding, replicated(mesh)), donate_argnums=0)
+
+
+def jit_eval_step(model, mesh: Mesh) -> Callable:
+  return jax.jit(functools.partial(eval_step, model=model),
+                 in_shardings=(replicated(mesh), batch_sharded(mesh)),
+                 out_shardings=replicated(mesh))
+
+
+def evaluate(eval_fn: Callable, params: Any, batches: Iterator[dict]) -> dict[str, float]:
+  """Mean loss / top-1 / top-5 over every real example; `num_examples` is the exact count."""
+  totals = None
+  for batch in batches:
+    sums = eval_fn(params, batch)
+    totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+  if totals is None:
+    raise ValueError('The evaluation split is empty.')
+  totals = jax.device_get(totals)
+  n = float(totals['num_examples'])
+  return {'loss': float(totals['loss']) / n, 'top1': float(totals['top1']) / n,
+          'top5': float(totals['top5']) / n, 'num_examples': int(round(n))}
+
+
+# ----------------------------------------------------------------------------- bookkeeping
+
+
+class MetricsLog:
+  """Appends one JSON object per line to WORKDIR/metrics.jsonl, mirrors to TensorBoard.
+
+  Only process 0 writes; the other hosts get a no-op log.
+  """
+
+  def __init__(self, workdir: str):
+    self.enabled = jax.process_index() == 0
+    self.path = os.path.join(workdir, 'metrics.jsonl')
+    self._tb = None
+    if self.enabled:
+      from clu import metric_writers  # pylint: disable=g-import-not-at-top
+      self._tb = metric_writers.create_default_writer(
+          os.path.join(workdir, 'tensorboard'), just_logging=False, asynchronous=False)
+
+  def write(self, record: dict) -> None:
+    if not self.enabled:
+      return
+    with open(self.path, 'a') as f:
+      f.write(json.dumps(record) + '\n')
+    scalars = {f"{record['split']}/{k}": v for k, v in record.items()
+               if k not in ('step', 'split') and isinstance(v, (int, float))}
+    self._tb.write_scalars(int(record['step']), scalars)
+
+  def close(self) -> None:
+    if self._tb is not None:
+      self._tb.flush()
+      self._tb.close()
+
+
+class _StopRequest:
+  """Remembers a SIGTERM/SIGINT so the loop can checkpoint and exit at a step boundary."""
+
+  def __init__(self):
+    self.signal = None
+    self._previous = {}
+
+  def __enter__(self):
+    for sig in (signal.SIGTERM, signal.SIGINT):
+      try:
+        self._previous[sig] = signal.signal(sig, self._handle)
+      except ValueError:  # not the main thread (e.g. inside a notebook worker): no handler
+        pass
+    return self
+
+  def _handle(self, signum, frame):
+    del frame
+    logging.warning('Received %s: will checkpoint and stop after this step.',
+                    signal.Signals(signum).name)
+    self.signal = signum
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+def _format_eta(seconds: float) -> str:
+  seconds = int(seconds)
+  return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
+
+
+# ----------------------------------------------------------------------------- setup
+
+
+def _setup(config: ml_collections.ConfigDict):
+  """Validation, data info and the model: everything that can fail before any compile."""
+  if config.distributed:
+    jax.distributed.initialize()
+  config_validation.validate_config(config, num_devices=jax.device_count(),
+                                    num_processes=jax.process_count())
+  info = input_pipeline.get_dataset_info(config.data)
+  model = models.create_model(config.model, info.num_classes)
+  return info, model
+
+
+def _abstract_state(model, tx, config, image_shape, mesh):
+  """Shapes and shardings of the TrainState, without allocating it."""
+  create = functools.partial(create_train_state, model, tx, image_shape=image_shape,
+                             use_ema=config.ema_decay > 0)
+  shapes = jax.eval_shape(create, jax.random.key_data(jax.random.key(0)))
+  return jax.tree.map(
+      lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated(mesh)), shapes)
+
+
+def _image_shape(config) -> tuple[int, int, int]:
+  return (config.data.image_size, config.data.image_size, 3)
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains `config` in `workdir`, resuming from its newest checkpoint; returns final metrics."""
+  info, model = _setup(config)
+  os.makedirs(workdir, exist_ok=True)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, 'config.json'), 'w') as f:
+      f.write(config.to_json_best_effort(indent=2))
+
+  mesh = create_mesh()
+  num_train = info.split_sizes['train']
+  total_steps = optim.get_total_steps(config, num_train)
+  steps_per_epoch = num_train / config.batch_size
+  eval_every = config.eval_every or max(1, int(round(steps_per_epoch)))
+  schedule = optim.create_learning_rate_schedule(config, total_steps)
+  image_shape = _image_shape(config)
+
+  abstract_params = jax.eval_shape(
+      lambda: model.init({'params': jax.random.key(0)}, jnp.zeros((1, *image_shape)),
+                         train=False)['params'])
+  tx = optim.create_optimizer(config, abstract_params, total_steps)
+  abstract = _abstract_state(model, tx, config, image_shape, mesh)
+  state_sharding = jax.tree.map(lambda s: s.sharding, abstract)
+
+  manager = checkpoint.create_manager(workdir, keep=config.keep_checkpoints,
+                                      async_save=config.async_checkpoints)
+  restored = checkpoint.restore(manager, abstract)
+  if restored is None:
+    init = jax.jit(functools.partial(create_train_state, model, tx, image_shape=image_shape,
+                                     use_ema=config.ema_decay > 0),
+                   out_shardings=state_sharding)
+    state = init(jax.random.key_data(jax.random.key(config.seed)))
+    start_step = 0
+  else:
+    state, start_step = restored
+    logging.info('Resumed from checkpoint step %d in %s.', start_step, workdir)
+
+  n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
+  logging.info('Model: %s parameters; %d steps (%.2f epochs of %d examples); %d devices on %d '
+               'hosts; global batch %d.', f'{n_params:,}', total_steps,
+               total_steps / steps_per_epoch, num_train, jax.device_count(), jax.process_count(),
+               config.batch_size)
+
+  step_fn = jit_train_step(model, tx, config, mesh, state_sharding)
+  eval_fn = jit_eval_step(model, mesh)
+  log = MetricsLog(workdir)
+
+  def run_eval(step: int, params_state: TrainState) -> dict | None:
+    if info.split_sizes.get('val', 0) == 0:
+      return None
+    batches = device_batches(input_pipeline.create_eval_iterator(
+        config.data, 'val', global_batch_size=config.eval_batch_size), mesh)
+    result = evaluate(eval_fn, params_state.params, batches)
+    record = {'step': step, 'split': 'val', **result, 'epoch': step / steps_per_epoch}
+    if params_state.ema_params is not None:
+      ema = evaluate(eval_fn, params_state.ema_params, device_batches(
+          input_pipeline.create_eval_iterator(
+              config.data, 'val', global_batch_size=config.eval_batch_size), mesh))
+      record.update({f'ema_{k}': v for k, v in ema.items() if k != 'num_examples'})
+    log.write(record)
+    logging.info('[val] step %d: loss %.4f  top-1 %.2f%%  top-5 %.2f%%  (%d examples)', step,
+                 result['loss'], 100 * result['top1'], 100 * result['top5'],
+                 result['num_examples'])
+    return record
+
+  host_batches = input_pipeline.create_train_iterator(
+      config.data, global_batch_size=config.batch_size, seed=config.seed, start_step=start_step)
+  batches = device_batches(host_batches, mesh, prefetch=config.data.prefetch)
+
+  pending = []           # per-step device metrics not yet fetched
+  last_val = None
+  step = start_step
+  t_log, step_log, t_start = time.time(), start_step, time.time()
+
+  def flush(step: int) -> None:
+    """Fetches the pending metrics; stops on a non-finite loss before anything is saved."""
+    nonlocal pending, t_log, step_log
+    if not pending:
+      return
+    fetched = jax.device_get(pending)
+    first = step - len(fetched) + 1
+    for i, m in enumerate(fetched):
+      if not np.isfinite(m['loss']):
+        raise FloatingPointError(
+            f'Non-finite training loss ({m["loss"]}) at step {first + i}. The last good '
+            f'checkpoint in {checkpoint.checkpoint_dir(workdir)} is kept; lower the learning rate, '
+            'add warmup or gradient clipping (--config.grad_clip_norm=1.0) and rerun.')
+    now = time.time()
+    img_per_sec = (step - step_log) * config.batch_size / max(now - t_log, 1e-9)
+    mean = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
+    log.write({'step': step, 'split': 'train', **mean, 'lr': float(schedule(step - 1)),
+               'img_per_sec': img_per_sec, 'epoch': step / steps_per_epoch,
+               'wall_time': now - t_start})
+    eta = (total_steps - step) * config.batch_size / max(img_per_sec, 1e-9)
+    logging.info('[train] step %d/%d  epoch %.2f  loss %.4f  top-1 %.2f%%  %.0f img/s  ETA %s',
+                 step, total_steps, step / steps_per_epoch, mean['loss'], 100 * mean['top1'],
+                 img_per_sec, _format_eta(eta))
+    pending, t_log, step_log = [], now, step
+
+  try:
+    with _StopRequest() as stop:
+      while step < total_steps:
+        state, metrics = step_fn(state, next(batches))
+        step += 1
+        pending.append(metrics)
+        if step % config.log_every == 0 or step == total_steps:
+          flush(step)
+        val_metrics = None
+        if step % eval_every == 0 or step == total_steps:
+          flush(step)
+          last_val = run_eval(step, state)
+          val_metrics = {checkpoint.BEST_METRIC: last_val['top1']} if last_val else None
+        if (step % config.checkpoint_every == 0 or step == total_steps or
+            stop.signal is not None):
+          flush(step)
+          checkpoint.save(manager, step, state, val_metrics)
+        if stop.signal is not None:
+          logging.warning('Stopped by signal at step %d; rerun the same command to resume.', step)
+          break
+  finally:
+    manager.wait_until_finished()
+    manager.close()
+    log.close()
+
+  return {'step': step, 'total_steps': total_steps, 'val': last_val,
+          'wall_time': time.time() - t_start}
+
+
+def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
+                        checkpoint_spec: str = '') -> dict:
+  """Restores a checkpoint of `workdir` and evaluates it on `config.data.eval_split`.
+
+  `checkpoint_spec`: '' or 'latest' (newest), 'best' (by val top-1), a step number, or the path
+  WORKDIR/checkpoints/<step>. Safe to run while another process trains in the same workdir.
+  """
+  if checkpoint_spec and os.sep in checkpoint_spec:
+    workdir, checkpoint_spec = checkpoint.split_checkpoint_path(checkpoint_spec)
+  info, model = _setup(config)
+  split = config.data.eval_split
+  mesh = create_mesh()
+  image_shape = _image_shape(config)
+  abstract_params = jax.eval_shape(
+      lambda: model.init({'params': jax.random.key(0)}, jnp.zeros((1, *image_shape)),
+                         train=False)['params'])
+  tx = optim.create_optimizer(config, abstract_params,
+                              optim.get_total_steps(config, info.split_sizes['train']))
+  abstract = _abstract_state(model, tx, config, image_shape, mesh)
+  manager = checkpoint.create_manager(workdir, read_only=True, async_save=False)
+  try:
+    restored = checkpoint.restore(manager, abstract, checkpoint.resolve_step(manager,
+                                                                             checkpoint_spec))
+  finally:
+    manager.close()
+  if restored is None:
+    raise checkpoint.CheckpointError(
+        f'No checkpoint in {checkpoint.checkpoint_dir(workdir)}. Train first with '
+        f'`python run.py --config=... --workdir={workdir}`.')
+  state, step = restored
+  eval_fn = jit_eval_step(model, mesh)
+  batches = device_batches(input_pipeline.create_eval_iterator(
+      config.data, split, global_batch_size=config.eval_batch_size), mesh)
+  result = evaluate(eval_fn, state.params, batches)
+  record = {'step': step, 'split': split, **result}
+  if state.ema_params is not None:
+    ema = evaluate(eval_fn, state.ema_params, device_batches(input_pipeline.create_eval_iterator(
+        config.data, split, global_batch_size=config.eval_batch_size), mesh))
+    record.update({f'ema_{k}': v for k, v in ema.items() if k != 'num_examples'})
+  if jax.process_index() == 0:
+    log = MetricsLog(workdir)
+    log.write(record)
+    log.close()
+  return record
