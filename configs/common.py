@@ -6,6 +6,7 @@ what differs. Every field can be overridden on the command line, e.g.
 """
 
 import ml_collections
+from ml_collections.config_dict import placeholder
 
 
 def get_model_config() -> ml_collections.ConfigDict:
@@ -18,9 +19,9 @@ def get_model_config() -> ml_collections.ConfigDict:
   model.num_heads = 3
   model.mlp_dim = 768                # int, or a tuple of hidden widths
   model.mlp_activate_output = False  # Keras seed applies GELU on the MLP output too
-  model.head_dim = 0                 # per-head q/k/v width; 0 = hidden_size // num_heads
+  model.head_dim = placeholder(int)  # per-head q/k/v width; None = hidden_size // num_heads
   model.norm_placement = 'pre'       # 'pre' | 'post' | 'addnorm' | 'sandwich' | 'seed' | 'none' | 'attn:in,mlp:in+out'
-  model.final_norm = 'auto'          # 'auto' (from the placement) | 'on' | 'off'
+  model.final_norm = placeholder(bool)  # None = from the placement; True / False override
   model.layer_norm_epsilon = 1e-6
   model.classifier = 'token'         # 'token' | 'gap' | 'flatten'
   model.posemb = 'learn'             # 'learn' | 'sincos2d'
@@ -29,7 +30,7 @@ def get_model_config() -> ml_collections.ConfigDict:
   model.stochastic_depth_rate = 0.0
   model.head_hidden_sizes = ()       # MLP head widths before the classifier (seed: (2048, 1024))
   model.head_dropout_rate = 0.0
-  model.representation_size = 0      # vit_jax pre-logits width; 0 = none
+  model.representation_size = placeholder(int)  # vit_jax pre-logits width; None = none
   model.head_bias_init = 0.0
   model.dtype = 'float32'            # compute dtype: 'float32' | 'bfloat16'
   model.param_dtype = 'float32'
@@ -77,7 +78,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Schedule length: `total_steps` > 0 wins over `num_epochs`.
   config.batch_size = 256
-  config.eval_batch_size = 500
+  config.eval_batch_size = 512
   config.num_epochs = 20.0
   config.total_steps = 0
 

@@ -32,7 +32,7 @@ def get_config():
   model.classifier = 'token'
 
   config.batch_size = 128
-  config.eval_batch_size = 1000
+  config.eval_batch_size = 1024
   config.total_steps = 1500
   config.learning_rate = 1e-3
   config.weight_decay = 0.05

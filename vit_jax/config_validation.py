@@ -15,7 +15,6 @@ from vit_jax import models
 from vit_jax import optim
 
 DTYPES = ('float32', 'bfloat16', 'float16')
-FINAL_NORM = ('auto', 'on', 'off')
 ATTENTION_IMPLS = ('xla', 'cudnn')
 
 
@@ -30,9 +29,10 @@ def _widths(value) -> Sequence:
 def _model_problems(model: ml_collections.ConfigDict, image_size: int) -> list[str]:
   p = []
   if model.variant:
-    if model.variant not in models.VARIANTS_BY_NAME:
-      p.append(f'model.variant={model.variant!r} is unknown; expected one of '
-               f'{sorted(models.VARIANTS_BY_NAME)} or "" (sizes from the config).')
+    try:
+      models.create_model(model, num_classes=1)  # resolves the variant's sizes
+    except ValueError as e:
+      p.append(f'model.variant={model.variant!r} is unknown: {e}')
       return p
   for name in ('patch_size', 'hidden_size', 'num_layers', 'num_heads'):
     if model[name] <= 0:
@@ -41,9 +41,10 @@ def _model_problems(model: ml_collections.ConfigDict, image_size: int) -> list[s
     p.append(f'data.image_size={image_size} is not divisible by model.patch_size='
              f'{model.patch_size}; choose an image size that is a multiple of the patch size '
              f'(e.g. {max(1, image_size // model.patch_size) * model.patch_size}).')
-  if model.head_dim < 0:
-    p.append(f'model.head_dim={model.head_dim} must be >= 0 (0 = hidden_size // num_heads).')
-  elif (model.head_dim == 0 and model.num_heads > 0 and model.hidden_size > 0 and
+  if model.head_dim is not None and model.head_dim <= 0:
+    p.append(f'model.head_dim={model.head_dim} must be positive (or None = hidden_size // '
+             'num_heads).')
+  elif (model.head_dim is None and model.num_heads > 0 and model.hidden_size > 0 and
         model.hidden_size % model.num_heads):
     p.append(f'model.hidden_size={model.hidden_size} is not divisible by model.num_heads='
              f'{model.num_heads}; change one, or set model.head_dim explicitly.')
@@ -53,8 +54,6 @@ def _model_problems(model: ml_collections.ConfigDict, image_size: int) -> list[s
     models.parse_norm_placement(model.norm_placement)
   except ValueError as e:
     p.append(f'model.norm_placement: {e}')
-  if model.final_norm not in FINAL_NORM:
-    p.append(f'model.final_norm={model.final_norm!r}: expected one of {FINAL_NORM}.')
   if model.classifier not in models.CLASSIFIERS:
     p.append(f'model.classifier={model.classifier!r}: expected one of {models.CLASSIFIERS}.')
   if model.posemb not in models.POSEMBS:
@@ -65,8 +64,8 @@ def _model_problems(model: ml_collections.ConfigDict, image_size: int) -> list[s
       p.append(f'model.{name}={model[name]} must be in [0, 1).')
   if any(w <= 0 for w in model.head_hidden_sizes):
     p.append(f'model.head_hidden_sizes={tuple(model.head_hidden_sizes)} must hold positive widths.')
-  if model.representation_size < 0:
-    p.append(f'model.representation_size={model.representation_size} must be >= 0 (0 = none).')
+  if model.representation_size is not None and model.representation_size <= 0:
+    p.append(f'model.representation_size={model.representation_size} must be positive (or None).')
   if model.layer_norm_epsilon <= 0:
     p.append(f'model.layer_norm_epsilon={model.layer_norm_epsilon} must be > 0.')
   for name in ('dtype', 'param_dtype'):

@@ -163,7 +163,7 @@ def train_step(state: TrainState, batch: dict, *, model: models.VisionTransforme
     ema_params = jax.tree.map(lambda e, p: ema_decay * e + (1.0 - ema_decay) * p, ema_params, params)
   new_state = state.replace(step=state.step + 1, params=params, opt_state=opt_state,
                             ema_params=ema_params)
-  metrics = {'loss': loss, 'top1': top1, 'top5': top5, 'grad_norm': optax.global_norm(grads)}
+  metrics = {'loss': loss, 'top1': top1, 'top5': top5, 'grad_norm': optax.tree.norm(grads)}
   return new_state, metrics
 
 

@@ -1,0 +1,15 @@
+"""Shared test setup.
+
+Runs from the repository root so `configs` and `vit_jax` import, and forces 8 host CPU devices
+(before jax is imported anywhere) so that the data-parallel code paths are exercised on CPU.
+"""
+
+import os
+import sys
+
+os.environ.setdefault('XLA_FLAGS', '--xla_force_host_platform_device_count=8')
+os.environ.setdefault('TF_CPP_MIN_LOG_LEVEL', '2')
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)

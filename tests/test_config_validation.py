@@ -1,0 +1,123 @@
+"""Every bad config value stops before compile with a message naming the field and the fix."""
+
+import pytest
+
+from configs import common
+from vit_jax import config_validation
+
+# (dotted field, bad value, text the message must contain)
+BAD_VALUES = [
+    ('model.patch_size', 0, 'model.patch_size=0 must be a positive'),
+    ('model.patch_size', 5, 'not divisible by model.patch_size=5'),
+    ('model.hidden_size', -8, 'model.hidden_size=-8 must be a positive'),
+    ('model.hidden_size', 190, 'not divisible by model.num_heads=3'),
+    ('model.num_layers', 0, 'model.num_layers=0 must be a positive'),
+    ('model.num_heads', 0, 'model.num_heads=0 must be a positive'),
+    ('model.head_dim', -1, 'model.head_dim=-1 must be positive'),
+    ('model.mlp_dim', 0, 'model.mlp_dim=0 must be a positive'),
+    ('model.norm_placement', 'middle', "'middle'"),
+    ('model.norm_placement', 'attn:in,mlp:sideways', 'sideways'),
+    ('model.norm_placement', 'attn:in', 'mlp'),
+    ('model.classifier', 'cls', "model.classifier='cls': expected one of"),
+    ('model.posemb', 'rope', "model.posemb='rope': expected one of"),
+    ('model.dropout_rate', 1.5, 'model.dropout_rate=1.5 must be in [0, 1)'),
+    ('model.attention_dropout_rate', -0.1, 'model.attention_dropout_rate=-0.1 must be in [0, 1)'),
+    ('model.stochastic_depth_rate', 1.0, 'model.stochastic_depth_rate=1.0 must be in [0, 1)'),
+    ('model.head_dropout_rate', 2.0, 'model.head_dropout_rate=2.0 must be in [0, 1)'),
+    ('model.head_hidden_sizes', (128, 0), 'model.head_hidden_sizes=(128, 0) must hold positive'),
+    ('model.representation_size', -5, 'model.representation_size=-5 must be positive'),
+    ('model.layer_norm_epsilon', 0.0, 'model.layer_norm_epsilon=0.0 must be > 0'),
+    ('model.dtype', 'float8', "model.dtype='float8': expected one of"),
+    ('model.param_dtype', 'int8', "model.param_dtype='int8': expected one of"),
+    ('model.attention_impl', 'flash', "model.attention_impl='flash': expected one of"),
+    ('model.variant', 'Z/99', "model.variant='Z/99' is unknown"),
+    ('batch_size', 0, 'batch_size=0 must be positive'),
+    ('batch_size', 250, 'batch_size=250 must split into grad_accum_steps=4'),
+    ('eval_batch_size', -1, 'eval_batch_size=-1 must be a positive multiple'),
+    ('num_epochs', 0.0, 'num_epochs=0.0 must be positive'),
+    ('total_steps', -10, 'total_steps=-10 must be >= 0'),
+    ('learning_rate', 0.0, 'learning_rate=0.0 must be positive'),
+    ('learning_rate', -1e-3, 'learning_rate=-0.001 must be positive'),
+    ('weight_decay', -0.1, 'weight_decay=-0.1 must be >= 0'),
+    ('optimizer', 'lamb', "optimizer='lamb': expected one of"),
+    ('lr_schedule', 'step', "lr_schedule='step': expected one of"),
+    ('warmup_steps', -1, 'warmup_steps=-1 must be >= 0'),
+    ('warmup_fraction', 1.5, 'warmup_fraction=1.5 must be in [0, 1)'),
+    ('end_lr_ratio', 2.0, 'end_lr_ratio=2.0 must be in [0, 1]'),
+    ('adam_b1', 1.0, 'adam_b1=1.0 must be in [0, 1)'),
+    ('adam_b2', -0.5, 'adam_b2=-0.5 must be in [0, 1)'),
+    ('adam_eps', 0.0, 'adam_eps=0.0 must be positive'),
+    ('momentum', 1.2, 'momentum=1.2 must be in [0, 1)'),
+    ('grad_clip_norm', -1.0, 'grad_clip_norm=-1.0 must be >= 0'),
+    ('grad_accum_steps', 0, 'grad_accum_steps=0 must be >= 1'),
+    ('label_smoothing', 1.0, 'label_smoothing=1.0 must be in [0, 1)'),
+    ('ema_decay', 1.0, 'ema_decay=1.0 must be in [0, 1)'),
+    ('trainable', 'head(', "trainable='head(' is not a valid regular expression"),
+    ('log_every', 0, 'log_every=0 must be positive'),
+    ('eval_every', -1, 'eval_every=-1 must be >= 0'),
+    ('checkpoint_every', 0, 'checkpoint_every=0 must be positive'),
+    ('keep_checkpoints', 0, 'keep_checkpoints=0 must be positive'),
+    ('seed', -1, 'seed=-1 must be >= 0'),
+]
+
+
+def _set(config, dotted, value):
+  *parents, leaf = dotted.split('.')
+  node = config
+  for p in parents:
+    node = node[p]
+  node[leaf] = value
+
+
+@pytest.mark.parametrize('field,value,expected', BAD_VALUES,
+                         ids=[f'{f}={v}' for f, v, _ in BAD_VALUES])
+def test_bad_value_is_reported(field, value, expected):
+  config = common.get_config()
+  if field == 'batch_size' and value == 250:
+    config.grad_accum_steps = 4
+  _set(config, field, value)
+  with pytest.raises(config_validation.ConfigError) as e:
+    config_validation.validate_config(config, num_devices=1)
+  assert expected in str(e.value), str(e.value)
+
+
+def test_at_least_thirty_bad_values_are_covered():
+  assert len(BAD_VALUES) >= 30
+
+
+@pytest.mark.parametrize('name', ['common', 'baseline', 'addnorm', 'postnorm', 'keras_tutorial',
+                                  'cpu_quick'])
+def test_shipped_configs_are_valid(name):
+  module = __import__(f'configs.{name}', fromlist=['get_config'])
+  config_validation.validate_config(module.get_config(), num_devices=8)
+
+
+def test_batch_not_divisible_by_devices():
+  config = common.get_config()
+  config.batch_size = 100
+  with pytest.raises(config_validation.ConfigError, match='not divisible by the 8 devices'):
+    config_validation.validate_config(config, num_devices=8)
+
+
+def test_warmup_longer_than_training():
+  config = common.get_config()
+  config.total_steps, config.warmup_steps = 100, 200
+  with pytest.raises(config_validation.ConfigError, match='warmup must end before training'):
+    config_validation.validate_config(config)
+
+
+def test_all_problems_reported_together():
+  config = common.get_config()
+  config.learning_rate, config.model.classifier = -1.0, 'nope'
+  with pytest.raises(config_validation.ConfigError) as e:
+    config_validation.validate_config(config)
+  assert 'learning_rate' in str(e.value) and 'model.classifier' in str(e.value)
+
+
+def test_unwritable_workdir(tmp_path):
+  blocker = tmp_path / 'file'
+  blocker.write_text('x')
+  with pytest.raises(config_validation.ConfigError, match='is not a folder'):
+    config_validation.validate_workdir(str(blocker / 'run'))
+  with pytest.raises(config_validation.ConfigError, match='--workdir is required'):
+    config_validation.validate_workdir('')
