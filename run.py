@@ -38,8 +38,9 @@ def main(argv):
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   tf.config.set_visible_devices([], 'GPU')  # tf.data only; keep the accelerators for JAX
-  logging.set_verbosity(logging.INFO)
-  std_logging.getLogger('absl').setLevel(std_logging.INFO)
+  # Our progress lines at INFO; libraries (orbax, tf) only from WARNING up.
+  logging.set_verbosity(logging.WARNING)
+  std_logging.getLogger('vit_jax').setLevel(std_logging.INFO)
   config = FLAGS.config
   try:
     config_validation.validate_workdir(FLAGS.workdir)

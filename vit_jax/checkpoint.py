@@ -15,6 +15,7 @@ import orbax.checkpoint as ocp
 from orbax.checkpoint import checkpoint_managers
 
 BEST_METRIC = 'val_top1'
+logger = logging.getLogger(__name__)
 
 
 class CheckpointError(ValueError):
@@ -40,7 +41,8 @@ def create_manager(workdir: str, *, keep: int = 3, async_save: bool = True,
       read_only=read_only,
       create=not read_only,
   )
-  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options)
+  return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
+                               item_handlers=ocp.StandardCheckpointHandler())
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any,
@@ -51,20 +53,33 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any,
   manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
 
 
+def _key_name(entry: Any) -> str:
+  for attr in ('key', 'name', 'idx'):
+    if hasattr(entry, attr):
+      return str(getattr(entry, attr))
+  return str(entry)
+
+
+def _leaf_shapes(tree: Any) -> dict[str, tuple]:
+  """{'params/Transformer/encoder_norm/scale': shape}; dataclass fields, dict keys and tuple
+  indices all become path parts, so stored metadata and the live pytree compare equal."""
+  return {'/'.join(_key_name(e) for e in path): tuple(np.shape(leaf) if not hasattr(leaf, 'shape')
+                                                      else leaf.shape)
+          for path, leaf in jax.tree_util.tree_leaves_with_path(tree)}
+
+
 def _shape_mismatches(stored: Any, target: Any) -> list[str]:
-  """Names of leaves whose stored shape differs from the target's, or that exist on one side only."""
-  flat_stored = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(stored)}
-  flat_target = {jax.tree_util.keystr(k): v for k, v in jax.tree_util.tree_leaves_with_path(target)}
+  """Leaves whose stored shape differs from the target's, or that exist on one side only."""
+  stored_shapes, target_shapes = _leaf_shapes(stored), _leaf_shapes(target)
   problems = []
-  for name in sorted(set(flat_stored) | set(flat_target)):
-    if name not in flat_target:
+  names = set(stored_shapes) | set(target_shapes)
+  for name in sorted(names, key=lambda n: (not n.startswith('params/'), n)):  # params first
+    if name not in target_shapes:
       problems.append(f'{name}: in the checkpoint, not in the model')
-    elif name not in flat_stored:
+    elif name not in stored_shapes:
       problems.append(f'{name}: in the model, not in the checkpoint')
-    else:
-      s, t = tuple(flat_stored[name].shape), tuple(np.shape(flat_target[name]))
-      if s != t:
-        problems.append(f'{name}: checkpoint {s} vs model {t}')
+    elif stored_shapes[name] != target_shapes[name]:
+      problems.append(f'{name}: checkpoint {stored_shapes[name]} vs model {target_shapes[name]}')
   return problems
 
 
@@ -101,7 +116,7 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any,
     except CheckpointError:
       raise
     except Exception as e:  # pylint: disable=broad-except
-      logging.warning('Checkpoint step %d in %s is unreadable (%s: %s); trying the previous one.',
+      logger.warning('Checkpoint step %d in %s is unreadable (%s: %s); trying the previous one.',
                       candidate, manager.directory, type(e).__name__, e)
   return None
 

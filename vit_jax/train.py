@@ -32,6 +32,7 @@ from vit_jax import models
 from vit_jax import optim
 
 DATA_AXIS = 'data'
+logger = logging.getLogger(__name__)
 
 
 @flax.struct.dataclass
@@ -257,7 +258,7 @@ class _StopRequest:
 
   def _handle(self, signum, frame):
     del frame
-    logging.warning('Received %s: will checkpoint and stop after this step.',
+    logger.warning('Received %s: will checkpoint and stop after this step.',
                     signal.Signals(signum).name)
     self.signal = signum
 
@@ -280,9 +281,9 @@ def _setup(config: ml_collections.ConfigDict):
     jax.distributed.initialize()
   config_validation.validate_config(config, num_devices=jax.device_count(),
                                     num_processes=jax.process_count())
-  info = input_pipeline.get_dataset_info(config.data)
-  model = models.create_model(config.model, info.num_classes)
-  return info, model
+  source = input_pipeline.load_data(config.data)
+  model = models.create_model(config.model, source.info.num_classes)
+  return source, model
 
 
 def _abstract_state(model, tx, config, image_shape, mesh):
@@ -300,7 +301,8 @@ def _image_shape(config) -> tuple[int, int, int]:
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config` in `workdir`, resuming from its newest checkpoint; returns final metrics."""
-  info, model = _setup(config)
+  source, model = _setup(config)
+  info = source.info
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
@@ -332,10 +334,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     start_step = 0
   else:
     state, start_step = restored
-    logging.info('Resumed from checkpoint step %d in %s.', start_step, workdir)
+    logger.info('Resumed from checkpoint step %d in %s.', start_step, workdir)
 
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
-  logging.info('Model: %s parameters; %d steps (%.2f epochs of %d examples); %d devices on %d '
+  logger.info('Model: %s parameters; %d steps (%.2f epochs of %d examples); %d devices on %d '
                'hosts; global batch %d.', f'{n_params:,}', total_steps,
                total_steps / steps_per_epoch, num_train, jax.device_count(), jax.process_count(),
                config.batch_size)
@@ -344,26 +346,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   eval_fn = jit_eval_step(model, mesh)
   log = MetricsLog(workdir)
 
+  def val_batches():
+    return device_batches(input_pipeline.create_eval_iterator(
+        config.data, 'val', global_batch_size=config.eval_batch_size, source=source), mesh)
+
   def run_eval(step: int, params_state: TrainState) -> dict | None:
     if info.split_sizes.get('val', 0) == 0:
       return None
-    batches = device_batches(input_pipeline.create_eval_iterator(
-        config.data, 'val', global_batch_size=config.eval_batch_size), mesh)
-    result = evaluate(eval_fn, params_state.params, batches)
+    result = evaluate(eval_fn, params_state.params, val_batches())
     record = {'step': step, 'split': 'val', **result, 'epoch': step / steps_per_epoch}
     if params_state.ema_params is not None:
-      ema = evaluate(eval_fn, params_state.ema_params, device_batches(
-          input_pipeline.create_eval_iterator(
-              config.data, 'val', global_batch_size=config.eval_batch_size), mesh))
+      ema = evaluate(eval_fn, params_state.ema_params, val_batches())
       record.update({f'ema_{k}': v for k, v in ema.items() if k != 'num_examples'})
     log.write(record)
-    logging.info('[val] step %d: loss %.4f  top-1 %.2f%%  top-5 %.2f%%  (%d examples)', step,
+    logger.info('[val] step %d: loss %.4f  top-1 %.2f%%  top-5 %.2f%%  (%d examples)', step,
                  result['loss'], 100 * result['top1'], 100 * result['top5'],
                  result['num_examples'])
     return record
 
   host_batches = input_pipeline.create_train_iterator(
-      config.data, global_batch_size=config.batch_size, seed=config.seed, start_step=start_step)
+      config.data, global_batch_size=config.batch_size, seed=config.seed, start_step=start_step,
+      source=source)
   batches = device_batches(host_batches, mesh, prefetch=config.data.prefetch)
 
   pending = []           # per-step device metrics not yet fetched
@@ -391,7 +394,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                'img_per_sec': img_per_sec, 'epoch': step / steps_per_epoch,
                'wall_time': now - t_start})
     eta = (total_steps - step) * config.batch_size / max(img_per_sec, 1e-9)
-    logging.info('[train] step %d/%d  epoch %.2f  loss %.4f  top-1 %.2f%%  %.0f img/s  ETA %s',
+    logger.info('[train] step %d/%d  epoch %.2f  loss %.4f  top-1 %.2f%%  %.0f img/s  ETA %s',
                  step, total_steps, step / steps_per_epoch, mean['loss'], 100 * mean['top1'],
                  img_per_sec, _format_eta(eta))
     pending, t_log, step_log = [], now, step
@@ -408,13 +411,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if step % eval_every == 0 or step == total_steps:
           flush(step)
           last_val = run_eval(step, state)
+          t_log = time.time()  # img/s measures training only
           val_metrics = {checkpoint.BEST_METRIC: last_val['top1']} if last_val else None
         if (step % config.checkpoint_every == 0 or step == total_steps or
             stop.signal is not None):
           flush(step)
           checkpoint.save(manager, step, state, val_metrics)
         if stop.signal is not None:
-          logging.warning('Stopped by signal at step %d; rerun the same command to resume.', step)
+          logger.warning('Stopped by signal at step %d; rerun the same command to resume.', step)
           break
   finally:
     manager.wait_until_finished()
@@ -434,7 +438,8 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   """
   if checkpoint_spec and os.sep in checkpoint_spec:
     workdir, checkpoint_spec = checkpoint.split_checkpoint_path(checkpoint_spec)
-  info, model = _setup(config)
+  source, model = _setup(config)
+  info = source.info
   split = config.data.eval_split
   mesh = create_mesh()
   image_shape = _image_shape(config)
@@ -456,13 +461,14 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
         f'`python run.py --config=... --workdir={workdir}`.')
   state, step = restored
   eval_fn = jit_eval_step(model, mesh)
-  batches = device_batches(input_pipeline.create_eval_iterator(
-      config.data, split, global_batch_size=config.eval_batch_size), mesh)
-  result = evaluate(eval_fn, state.params, batches)
+  def eval_batches():
+    return device_batches(input_pipeline.create_eval_iterator(
+        config.data, split, global_batch_size=config.eval_batch_size, source=source), mesh)
+
+  result = evaluate(eval_fn, state.params, eval_batches())
   record = {'step': step, 'split': split, **result}
   if state.ema_params is not None:
-    ema = evaluate(eval_fn, state.ema_params, device_batches(input_pipeline.create_eval_iterator(
-        config.data, split, global_batch_size=config.eval_batch_size), mesh))
+    ema = evaluate(eval_fn, state.ema_params, eval_batches())
     record.update({f'ema_{k}': v for k, v in ema.items() if k != 'num_examples'})
   if jax.process_index() == 0:
     log = MetricsLog(workdir)
