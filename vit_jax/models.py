@@ -1,0 +1,528 @@
+"""Vision Transformer whose LayerNorm placement is a config value.
+
+The study asks where LayerNorms should sit in a ViT encoder block, so the block is written once
+and the norm positions are data (`norm_placement`), not separate model classes. Everything else
+follows google-research/vision_transformer (`vit_jax/models_vit.py`) so that official
+checkpoints load by name.
+
+Per sublayer f (attention or MLP, including its own dropout), with drop-path on the branch:
+
+    y = LN_in(x) if 'in' else x
+    y = f(y)
+    y = LN_out(y) if 'out' else y
+    x = x + drop_path(y)
+    x = LN_res(x) if 'res' else x
+
+Parameter names (vit_jax names where a counterpart exists):
+
+    embedding/{kernel,bias}                         patch embedding Conv, kernel [p, p, 3, hidden]
+    cls                                             [1, 1, hidden]          (classifier='token')
+    Transformer/posembed_input/pos_embedding        [1, tokens, hidden]     (posemb='learn')
+    Transformer/encoderblock_{i}/
+        LayerNorm_0                                 attention 'in'
+        LayerNorm_attn_out                          attention 'out'
+        LayerNorm_attn_res                          attention 'res'
+        MultiHeadDotProductAttention_1/{query,key,value}/kernel  [hidden, heads, head_dim]
+        MultiHeadDotProductAttention_1/out/kernel                [heads, head_dim, hidden]
+        LayerNorm_2                                 MLP 'in'
+        LayerNorm_mlp_out                           MLP 'out'
+        LayerNorm_mlp_res                           MLP 'res'
+        MlpBlock_3/Dense_{0..k}                     k = number of hidden widths
+    Transformer/encoder_norm                        final LN (see NormPlacement.final_norm)
+    pre_logits                                      Dense+tanh  (representation_size set)
+    head_mlp_{j}                                    optional head MLP (head_hidden_sizes)
+    head                                            classifier Dense, zeros kernel init
+
+With `scan=True` the blocks are one scanned module: `Transformer/encoderblock/...` (no `_{i}`),
+every leaf gaining a leading [num_layers] axis. Convert with `stack_block_params` /
+`unstack_block_params`.
+
+Intermediates (no cost unless the 'intermediates' collection is mutable):
+`.../MultiHeadDotProductAttention_1/attention_weights` [batch, heads, tokens, tokens] per layer,
+`pooled` (encoder output after pooling) and `head_input` (the features `head` sees; not named
+`pre_logits`, which is the vit_jax Dense's name). Under scan the weights gain a leading layer axis.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+# ----------------------------------------------------------------------------- names
+SUBLAYERS = ('attn', 'mlp')
+NORM_POSITIONS = ('in', 'out', 'res')
+NORM_PRESETS: dict[str, str] = {
+    'pre': 'attn:in,mlp:in',
+    'post': 'attn:res,mlp:res',
+    'addnorm': 'attn:in,mlp:in+out',
+    'sandwich': 'attn:in+out,mlp:in+out',
+    'seed': 'attn:in,mlp:out',  # what the seed Keras notebook's code actually computed
+    'none': 'attn:none,mlp:none',
+}
+CLASSIFIERS = ('token', 'gap', 'flatten')
+POSEMBS = ('learn', 'sincos2d')
+ATTENTION_IMPLS = ('xla', 'cudnn')
+
+# LN module names per (sublayer, position); the 'in' ones keep the vit_jax names.
+LN_NAMES = {
+    ('attn', 'in'): 'LayerNorm_0', ('attn', 'out'): 'LayerNorm_attn_out',
+    ('attn', 'res'): 'LayerNorm_attn_res',
+    ('mlp', 'in'): 'LayerNorm_2', ('mlp', 'out'): 'LayerNorm_mlp_out',
+    ('mlp', 'res'): 'LayerNorm_mlp_res',
+}
+
+# name -> (hidden_size, num_layers, num_heads, mlp_dim); ViT paper / AugReg sizes.
+VARIANTS: dict[str, tuple[int, int, int, int]] = {
+    'Ti': (192, 12, 3, 768),
+    'S': (384, 12, 6, 1536),
+    'B': (768, 12, 12, 3072),
+    'L': (1024, 24, 16, 4096),
+    'H': (1280, 32, 16, 5120),
+}
+
+SINCOS_TEMPERATURE = 10_000.0
+
+
+# ----------------------------------------------------------------------------- norm placement
+@dataclasses.dataclass(frozen=True)
+class NormPlacement:
+  """Which LN positions ('in', 'out', 'res') are on for each sublayer."""
+  attn: frozenset[str]
+  mlp: frozenset[str]
+
+  @property
+  def final_norm(self) -> bool:
+    """Default final LN: needed iff the residual stream leaves the last block unnormalized."""
+    return 'res' not in self.mlp
+
+  @property
+  def spec(self) -> str:
+    """Canonical explicit spec string, e.g. 'attn:in,mlp:in+out'."""
+    def fmt(s):
+      return '+'.join(p for p in NORM_POSITIONS if p in s) or 'none'
+    return f'attn:{fmt(self.attn)},mlp:{fmt(self.mlp)}'
+
+
+def _placement_error(spec: Any, what: str) -> ValueError:
+  presets = ', '.join(f'{k} ({v})' for k, v in NORM_PRESETS.items())
+  return ValueError(
+      f'Invalid norm_placement {spec!r}: {what}. Use a preset name, one of: {presets}; '
+      "or an explicit spec 'attn:<positions>,mlp:<positions>' naming each sublayer once, "
+      f"where <positions> is '+'-joined from {', '.join(NORM_POSITIONS)}, or empty/'none' "
+      "for no LN, e.g. 'attn:in,mlp:in+out'.")
+
+
+def parse_norm_placement(spec: str | NormPlacement) -> NormPlacement:
+  """Parses a preset name or an explicit spec like 'attn:in,mlp:in+out'."""
+  if isinstance(spec, NormPlacement):
+    return spec
+  if not isinstance(spec, str):
+    raise _placement_error(spec, f'expected a string, got {type(spec).__name__}')
+  text = spec.strip().lower()
+  if ':' not in text:
+    if text not in NORM_PRESETS:
+      raise _placement_error(spec, f'unknown preset {text!r}')
+    text = NORM_PRESETS[text]
+  found: dict[str, frozenset[str]] = {}
+  for part in text.split(','):
+    if part.count(':') != 1:
+      raise _placement_error(spec, f"malformed part {part.strip()!r} (expected 'sublayer:positions')")
+    sub, positions = (s.strip() for s in part.split(':'))
+    if sub not in SUBLAYERS:
+      raise _placement_error(spec, f'unknown sublayer {sub!r} (valid: {", ".join(SUBLAYERS)})')
+    if sub in found:
+      raise _placement_error(spec, f'sublayer {sub!r} named more than once')
+    names = [] if positions in ('', 'none') else [p.strip() for p in positions.split('+')]
+    for p in names:
+      if p not in NORM_POSITIONS:
+        raise _placement_error(
+            spec, f'unknown position {p!r} for {sub!r} (valid: {", ".join(NORM_POSITIONS)})')
+    if len(set(names)) != len(names):
+      raise _placement_error(spec, f'repeated position in {part.strip()!r}')
+    found[sub] = frozenset(names)
+  missing = [s for s in SUBLAYERS if s not in found]
+  if missing:
+    raise _placement_error(spec, f'sublayer {", ".join(map(repr, missing))} not given')
+  return NormPlacement(attn=found['attn'], mlp=found['mlp'])
+
+
+# ----------------------------------------------------------------------------- helpers
+def posemb_sincos_2d(h: int, w: int, width: int,
+                     temperature: float = SINCOS_TEMPERATURE) -> np.ndarray:
+  """Fixed 2D sin-cos table [1, h*w, width] (MoCo v3 / big_vision layout: sin x, cos x, sin y, cos y)."""
+  if width % 4 or width < 8:
+    raise ValueError(f'posemb=sincos2d needs hidden_size divisible by 4 and >= 8, got {width}')
+  y, x = np.mgrid[:h, :w]
+  quarter = width // 4
+  omega = 1.0 / temperature**(np.arange(quarter) / (quarter - 1))  # [width/4]
+  x = np.einsum('m,d->md', x.reshape(-1), omega)  # [h*w, width/4]
+  y = np.einsum('m,d->md', y.reshape(-1), omega)
+  pe = np.concatenate([np.sin(x), np.cos(x), np.sin(y), np.cos(y)], axis=1)
+  return pe[None].astype(np.float32)  # [1, h*w, width]
+
+
+def drop_path_rates(rate: float, num_layers: int) -> np.ndarray:
+  """Stochastic-depth rate per layer, linear from 0 (first) to `rate` (last), as in DeiT."""
+  return np.linspace(0.0, rate, num_layers, dtype=np.float32)
+
+
+def stack_block_params(params: Mapping, num_layers: int) -> dict:
+  """Converts unscanned params (encoderblock_{i}) to the scan=True layout (encoderblock)."""
+  params = dict(params)
+  tr = dict(params['Transformer'])
+  blocks = [tr.pop(f'encoderblock_{i}') for i in range(num_layers)]
+  tr['encoderblock'] = jax.tree.map(lambda *xs: jnp.stack(xs), *blocks)
+  params['Transformer'] = tr
+  return params
+
+
+def unstack_block_params(params: Mapping, num_layers: int) -> dict:
+  """Inverse of `stack_block_params`."""
+  params = dict(params)
+  tr = dict(params['Transformer'])
+  stacked = tr.pop('encoderblock')
+  for i in range(num_layers):
+    tr[f'encoderblock_{i}'] = jax.tree.map(lambda x, i=i: x[i], stacked)
+  params['Transformer'] = tr
+  return params
+
+
+# ----------------------------------------------------------------------------- modules
+class AddPositionEmbs(nn.Module):
+  """Learned position embedding (vit_jax name `posembed_input/pos_embedding`)."""
+  stddev: float = 0.02  # from BERT, as in vit_jax
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:  # x: [batch, tokens, width]
+    pe = self.param('pos_embedding', nn.initializers.normal(stddev=self.stddev),
+                    (1,) + x.shape[1:], self.param_dtype)
+    return x + pe.astype(x.dtype)
+
+
+class DropPath(nn.Module):
+  """Stochastic depth: drops a residual branch per example; `rate` may be traced (scan)."""
+
+  @nn.compact
+  def __call__(self, y: Array, rate: float | Array, *, deterministic: bool) -> Array:
+    if deterministic or (isinstance(rate, (int, float)) and rate == 0):
+      return y
+    keep = 1.0 - jnp.asarray(rate, jnp.float32)
+    mask = jax.random.bernoulli(self.make_rng('dropout'), keep, (y.shape[0],) + (1,) * (y.ndim - 1))
+    # Double `where` keeps rate == 1 free of 0/0 (also in the gradient).
+    scale = jnp.where(keep > 0, 1.0 / jnp.where(keep > 0, keep, 1.0), 0.0)
+    return y * (mask * scale).astype(y.dtype)
+
+
+class MultiHeadDotProductAttention(nn.Module):
+  """Self-attention with vit_jax parameter layout; sows weights only when asked."""
+  num_heads: int
+  head_dim: int
+  dropout_rate: float = 0.0
+  implementation: str = 'xla'
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, *, train: bool) -> Array:  # x: [batch, tokens, width]
+    dense = lambda name: nn.DenseGeneral(
+        (self.num_heads, self.head_dim), kernel_init=nn.initializers.xavier_uniform(),
+        dtype=self.dtype, param_dtype=self.param_dtype, name=name)
+    q, k, v = dense('query')(x), dense('key')(x), dense('value')(x)  # [batch, tokens, heads, head_dim]
+
+    explicit = self.is_mutable_collection('intermediates') or (train and self.dropout_rate > 0)
+    if explicit:  # fused kernels neither return the weights nor drop them out
+      logits = jnp.einsum('bqhd,bkhd->bhqk', q, k).astype(jnp.float32) / math.sqrt(self.head_dim)
+      weights = jax.nn.softmax(logits, axis=-1)  # [batch, heads, tokens, tokens]
+      self.sow('intermediates', 'attention_weights', weights)
+      weights = nn.Dropout(self.dropout_rate)(weights, deterministic=not train)
+      y = jnp.einsum('bhqk,bkhd->bqhd', weights.astype(v.dtype), v)
+    else:
+      impl = None if self.implementation == 'xla' else self.implementation
+      y = jax.nn.dot_product_attention(q, k, v, implementation=impl)  # [batch, tokens, heads, head_dim]
+
+    return nn.DenseGeneral(
+        x.shape[-1], axis=(-2, -1), kernel_init=nn.initializers.xavier_uniform(),
+        dtype=self.dtype, param_dtype=self.param_dtype, name='out')(y)  # [batch, tokens, width]
+
+
+class MlpBlock(nn.Module):
+  """Dense(w)+GELU+dropout per hidden width, then Dense(width)+dropout (vit_jax init)."""
+  mlp_dim: int | Sequence[int]
+  activate_output: bool = False
+  dropout_rate: float = 0.0
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, *, train: bool) -> Array:  # x: [batch, tokens, width]
+    widths = (self.mlp_dim,) if isinstance(self.mlp_dim, int) else tuple(self.mlp_dim)
+    dense = lambda features: nn.Dense(
+        features, kernel_init=nn.initializers.xavier_uniform(),
+        bias_init=nn.initializers.normal(stddev=1e-6),  # vit_jax's bias init
+        dtype=self.dtype, param_dtype=self.param_dtype)
+    out_width = x.shape[-1]
+    for w in widths:
+      x = nn.Dropout(self.dropout_rate)(nn.gelu(dense(w)(x)), deterministic=not train)
+    x = dense(out_width)(x)
+    if self.activate_output:
+      x = nn.gelu(x)
+    return nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+
+
+class Encoder1DBlock(nn.Module):
+  """One encoder block; LN positions from `norm_placement` (see module docstring)."""
+  num_heads: int
+  head_dim: int
+  mlp_dim: int | Sequence[int]
+  norm_placement: str = 'pre'
+  mlp_activate_output: bool = False
+  layer_norm_epsilon: float = 1e-6
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  attention_impl: str = 'xla'
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, drop_path_rate: float | Array = 0.0,
+               train: bool = False) -> Array:  # x: [batch, tokens, width]
+    # Positional args only: nn.scan / nn.remat address arguments by position.
+    placement = parse_norm_placement(self.norm_placement)
+
+    def ln(sub, pos):
+      return nn.LayerNorm(epsilon=self.layer_norm_epsilon, dtype=self.dtype,
+                          param_dtype=self.param_dtype, name=LN_NAMES[(sub, pos)])
+
+    def attention(y):
+      y = MultiHeadDotProductAttention(
+          num_heads=self.num_heads, head_dim=self.head_dim,
+          dropout_rate=self.attention_dropout_rate, implementation=self.attention_impl,
+          dtype=self.dtype, param_dtype=self.param_dtype,
+          name='MultiHeadDotProductAttention_1')(y, train=train)
+      return nn.Dropout(self.dropout_rate)(y, deterministic=not train)
+
+    def mlp(y):
+      return MlpBlock(self.mlp_dim, activate_output=self.mlp_activate_output,
+                      dropout_rate=self.dropout_rate, dtype=self.dtype,
+                      param_dtype=self.param_dtype, name='MlpBlock_3')(y, train=train)
+
+    for sub, f, positions in (('attn', attention, placement.attn), ('mlp', mlp, placement.mlp)):
+      y = ln(sub, 'in')(x) if 'in' in positions else x
+      y = f(y)
+      y = ln(sub, 'out')(y) if 'out' in positions else y
+      x = x + DropPath()(y, drop_path_rate, deterministic=not train)
+      x = ln(sub, 'res')(x) if 'res' in positions else x
+    return x
+
+
+class _ScannedBlock(Encoder1DBlock):
+  """Encoder1DBlock with the (carry, output) signature nn.scan wants."""
+
+  def __call__(self, x, drop_path_rate=0.0, train=False):
+    return super().__call__(x, drop_path_rate, train), None
+
+
+class Encoder(nn.Module):
+  """Position embedding, the block stack and the final LN (vit_jax name `Transformer`)."""
+  num_layers: int
+  num_heads: int
+  head_dim: int
+  mlp_dim: int | Sequence[int]
+  norm_placement: str = 'pre'
+  final_norm: bool = True
+  posemb: str = 'learn'
+  mlp_activate_output: bool = False
+  layer_norm_epsilon: float = 1e-6
+  dropout_rate: float = 0.0
+  attention_dropout_rate: float = 0.0
+  stochastic_depth_rate: float = 0.0
+  attention_impl: str = 'xla'
+  remat: bool = False
+  scan: bool = False
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array, grid: tuple[int, int], *, train: bool) -> Array:
+    # x: [batch, prefix + gh*gw, width]; prefix tokens (cls) come first.
+    if self.posemb == 'learn':
+      x = AddPositionEmbs(param_dtype=self.param_dtype, name='posembed_input')(x)
+    else:  # sincos2d: fixed, the prefix positions get zeros
+      pe = posemb_sincos_2d(*grid, x.shape[-1])
+      pe = np.pad(pe, ((0, 0), (x.shape[1] - pe.shape[1], 0), (0, 0)))
+      x = x + jnp.asarray(pe, x.dtype)
+    x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+
+    block_kwargs = dict(
+        num_heads=self.num_heads, head_dim=self.head_dim, mlp_dim=self.mlp_dim,
+        norm_placement=self.norm_placement, mlp_activate_output=self.mlp_activate_output,
+        layer_norm_epsilon=self.layer_norm_epsilon, dropout_rate=self.dropout_rate,
+        attention_dropout_rate=self.attention_dropout_rate, attention_impl=self.attention_impl,
+        dtype=self.dtype, param_dtype=self.param_dtype)
+    rates = drop_path_rates(self.stochastic_depth_rate, self.num_layers)
+    # Per-layer rates are traced under scan; otherwise Python floats (static, 0 => no rng use).
+    traced_rates = self.scan and self.stochastic_depth_rate > 0
+    block = _ScannedBlock if self.scan else Encoder1DBlock
+    if self.remat:
+      block = nn.remat(block, prevent_cse=not self.scan,
+                       static_argnums=(3,) if traced_rates else (2, 3))  # 0=self, 1=x
+
+    if self.scan:
+      x, _ = nn.scan(
+          block, variable_axes={'params': 0, 'intermediates': 0},
+          split_rngs={'params': True, 'dropout': True},
+          in_axes=(0 if traced_rates else nn.broadcast, nn.broadcast),
+          length=self.num_layers)(name='encoderblock', **block_kwargs)(
+              x, jnp.asarray(rates) if traced_rates else 0.0, train)
+    else:
+      for i in range(self.num_layers):
+        x = block(name=f'encoderblock_{i}', **block_kwargs)(x, float(rates[i]), train)
+
+    if self.final_norm:
+      x = nn.LayerNorm(epsilon=self.layer_norm_epsilon, dtype=self.dtype,
+                       param_dtype=self.param_dtype, name='encoder_norm')(x)
+    return x  # [batch, tokens, width]
+
+
+class VisionTransformer(nn.Module):
+  """ViT classifier; the fields are the `config.model` fields (see module docstring).
+
+  `dtype` is the compute dtype of every layer (residual stream included; LN statistics and the
+  head stay float32), `param_dtype` the storage dtype. GELU is the tanh approximation (vit_jax).
+  """
+  num_classes: int
+  patch_size: int = 16
+  hidden_size: int = 768
+  num_layers: int = 12
+  num_heads: int = 12
+  mlp_dim: int | Sequence[int] = 3072  # hidden width(s) of each MLP sublayer
+  mlp_activate_output: bool = False  # GELU on the MLP's last Dense too (seed Keras MLP)
+  head_dim: int | None = None  # per-head q/k/v width; None -> hidden_size // num_heads
+  classifier: str = 'token'  # one of CLASSIFIERS
+  posemb: str = 'learn'  # one of POSEMBS
+  norm_placement: str = 'pre'  # preset in NORM_PRESETS or 'attn:...,mlp:...'
+  final_norm: bool | None = None  # None -> NormPlacement.final_norm
+  layer_norm_epsilon: float = 1e-6
+  dropout_rate: float = 0.0  # after posemb, attention output and each MLP Dense
+  attention_dropout_rate: float = 0.0  # on the attention weights
+  stochastic_depth_rate: float = 0.0  # drop-path rate of the last layer (linear from 0)
+  head_hidden_sizes: Sequence[int] = ()  # seed head MLP: Dense+GELU+Dropout per size
+  head_dropout_rate: float = 0.0  # on the pooled features and after each head MLP layer
+  representation_size: int | None = None  # vit_jax `pre_logits` Dense+tanh
+  head_bias_init: float = 0.0
+  attention_impl: str = 'xla'  # 'cudnn': fused GPU kernel (needs bf16/fp16)
+  dtype: str = 'float32'
+  param_dtype: str = 'float32'
+  remat: bool = False  # recompute each block in the backward pass (memory for compute)
+  scan: bool = False  # one scanned block module: faster compile, stacked param names
+
+  def __post_init__(self):
+    # Config lists (ml_collections keeps them) -> tuples, so the module stays hashable.
+    for field in ('mlp_dim', 'head_hidden_sizes'):
+      if isinstance(getattr(self, field), list):
+        object.__setattr__(self, field, tuple(getattr(self, field)))
+    super().__post_init__()
+
+  def _check(self) -> NormPlacement:
+    def one_of(field, valid):
+      if getattr(self, field) not in valid:
+        raise ValueError(f'{field}={getattr(self, field)!r} is not one of {valid}')
+    one_of('classifier', CLASSIFIERS)
+    one_of('posemb', POSEMBS)
+    one_of('attention_impl', ATTENTION_IMPLS)
+    if self.head_dim is None and self.hidden_size % self.num_heads:
+      raise ValueError(f'hidden_size={self.hidden_size} is not divisible by '
+                       f'num_heads={self.num_heads}; set head_dim explicitly')
+    return parse_norm_placement(self.norm_placement)
+
+  @nn.compact
+  def __call__(self, images: Array, train: bool = False) -> Array:
+    """images: [batch, H, W, 3] float -> logits [batch, num_classes] float32."""
+    placement = self._check()
+    dtype, param_dtype = jnp.dtype(self.dtype), jnp.dtype(self.param_dtype)
+    _, h, w, _ = images.shape
+    if h % self.patch_size or w % self.patch_size:
+      raise ValueError(f'image size {h}x{w} is not divisible by patch_size={self.patch_size}')
+
+    x = nn.Conv(self.hidden_size, (self.patch_size, self.patch_size),
+                strides=(self.patch_size, self.patch_size), padding='VALID',
+                dtype=dtype, param_dtype=param_dtype, name='embedding')(images.astype(dtype))
+    n, gh, gw, c = x.shape  # [batch, gh, gw, hidden]
+    x = x.reshape(n, gh * gw, c)  # [batch, tokens, hidden]
+    if self.classifier == 'token':
+      cls = self.param('cls', nn.initializers.zeros, (1, 1, c), param_dtype)
+      x = jnp.concatenate([jnp.broadcast_to(cls.astype(dtype), (n, 1, c)), x], axis=1)
+
+    x = Encoder(
+        num_layers=self.num_layers, num_heads=self.num_heads,
+        head_dim=self.head_dim or self.hidden_size // self.num_heads, mlp_dim=self.mlp_dim,
+        norm_placement=self.norm_placement,
+        final_norm=placement.final_norm if self.final_norm is None else self.final_norm,
+        posemb=self.posemb, mlp_activate_output=self.mlp_activate_output,
+        layer_norm_epsilon=self.layer_norm_epsilon, dropout_rate=self.dropout_rate,
+        attention_dropout_rate=self.attention_dropout_rate,
+        stochastic_depth_rate=self.stochastic_depth_rate, attention_impl=self.attention_impl,
+        remat=self.remat, scan=self.scan, dtype=dtype, param_dtype=param_dtype,
+        name='Transformer')(x, (gh, gw), train=train)  # [batch, tokens, hidden]
+
+    if self.classifier == 'token':
+      x = x[:, 0]  # [batch, hidden]
+    elif self.classifier == 'gap':
+      x = jnp.mean(x, axis=1)  # [batch, hidden]
+    else:  # flatten, as the seed Keras head
+      x = x.reshape(n, -1)  # [batch, tokens * hidden]
+    self.sow('intermediates', 'pooled', x)
+
+    if self.representation_size is not None:
+      x = jnp.tanh(nn.Dense(self.representation_size, dtype=dtype, param_dtype=param_dtype,
+                            name='pre_logits')(x))
+    # Seed head: Dropout on the pooled features, then [Dense+GELU+Dropout] per hidden size.
+    x = nn.Dropout(self.head_dropout_rate)(x, deterministic=not train)
+    for j, width in enumerate(self.head_hidden_sizes):
+      x = nn.gelu(nn.Dense(width, kernel_init=nn.initializers.xavier_uniform(), dtype=dtype,
+                           param_dtype=param_dtype, name=f'head_mlp_{j}')(x))
+      x = nn.Dropout(self.head_dropout_rate)(x, deterministic=not train)
+    self.sow('intermediates', 'head_input', x)
+
+    logits = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
+                      bias_init=nn.initializers.constant(self.head_bias_init),
+                      dtype=jnp.float32, param_dtype=param_dtype, name='head')(x)
+    return logits.astype(jnp.float32)  # [batch, num_classes]
+
+
+# ----------------------------------------------------------------------------- factory
+_MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(VisionTransformer)
+                      if f.name not in ('parent', 'name', 'num_classes'))
+
+
+def create_model(model_config: Mapping[str, Any], num_classes: int) -> VisionTransformer:
+  """Builds the model from `config.model`.
+
+  An optional `variant` key ('Ti', 'S', 'B', 'L', 'H', optionally with '/patch', e.g. 'B/16')
+  sets hidden_size, num_layers, num_heads, mlp_dim (and patch_size) and OVERRIDES those fields
+  in `model_config`; leave `variant` empty to use the fields as given.
+  """
+  kwargs = dict(model_config)
+  variant = kwargs.pop('variant', None)
+  if variant:
+    name, _, patch = str(variant).partition('/')
+    if name not in VARIANTS or (patch and not patch.isdigit()):
+      raise ValueError(f'Unknown model variant {variant!r}; valid: '
+                       f'{", ".join(VARIANTS)}, optionally with "/<patch>" (e.g. "B/16")')
+    kwargs.update(zip(('hidden_size', 'num_layers', 'num_heads', 'mlp_dim'), VARIANTS[name]))
+    if patch:
+      kwargs['patch_size'] = int(patch)
+  unknown = sorted(set(kwargs) - set(_MODEL_FIELDS))
+  if unknown:
+    raise ValueError(f'Unknown model config fields {unknown}; valid: {", ".join(_MODEL_FIELDS)}')
+  return VisionTransformer(num_classes=num_classes, **kwargs)
