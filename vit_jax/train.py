@@ -369,16 +369,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       source=source)
   batches = device_batches(host_batches, mesh, prefetch=config.data.prefetch)
 
-  pending = []           # per-step device metrics not yet fetched
+  pending = []          # per-step device metrics since the last train line
   last_val = None
   step = start_step
-  t_log, step_log, t_start = time.time(), start_step, time.time()
+  t_start = time.time()
+  window = {'time': t_start, 'step': start_step, 'paused': 0.0}  # the current train-line window
 
-  def flush(step: int) -> None:
-    """Fetches the pending metrics; stops on a non-finite loss before anything is saved."""
-    nonlocal pending, t_log, step_log
-    if not pending:
-      return
+  def fetch_pending(step: int) -> list[dict]:
+    """Host copies of the pending metrics; stops on a non-finite loss before anything is saved."""
     fetched = jax.device_get(pending)
     first = step - len(fetched) + 1
     for i, m in enumerate(fetched):
@@ -387,17 +385,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
             f'Non-finite training loss ({m["loss"]}) at step {first + i}. The last good '
             f'checkpoint in {checkpoint.checkpoint_dir(workdir)} is kept; lower the learning rate, '
             'add warmup or gradient clipping (--config.grad_clip_norm=1.0) and rerun.')
+    return fetched
+
+  def write_train_line(step: int) -> None:
+    """One metrics.jsonl line averaging the steps since the previous one, and a progress line."""
+    fetched = fetch_pending(step)
     now = time.time()
-    img_per_sec = (step - step_log) * config.batch_size / max(now - t_log, 1e-9)
+    train_seconds = now - window['time'] - window['paused']  # evaluation time excluded
+    img_per_sec = (step - window['step']) * config.batch_size / max(train_seconds, 1e-9)
     mean = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
     log.write({'step': step, 'split': 'train', **mean, 'lr': float(schedule(step - 1)),
                'img_per_sec': img_per_sec, 'epoch': step / steps_per_epoch,
                'wall_time': now - t_start})
     eta = (total_steps - step) * config.batch_size / max(img_per_sec, 1e-9)
     logger.info('[train] step %d/%d  epoch %.2f  loss %.4f  top-1 %.2f%%  %.0f img/s  ETA %s',
-                 step, total_steps, step / steps_per_epoch, mean['loss'], 100 * mean['top1'],
-                 img_per_sec, _format_eta(eta))
-    pending, t_log, step_log = [], now, step
+                step, total_steps, step / steps_per_epoch, mean['loss'], 100 * mean['top1'],
+                img_per_sec, _format_eta(eta))
+    pending.clear()
+    window.update(time=now, step=step, paused=0.0)
 
   try:
     with _StopRequest() as stop:
@@ -406,16 +411,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         step += 1
         pending.append(metrics)
         if step % config.log_every == 0 or step == total_steps:
-          flush(step)
+          write_train_line(step)
         val_metrics = None
         if step % eval_every == 0 or step == total_steps:
-          flush(step)
+          fetch_pending(step)
+          t_eval = time.time()
           last_val = run_eval(step, state)
-          t_log = time.time()  # img/s measures training only
+          window['paused'] += time.time() - t_eval
           val_metrics = {checkpoint.BEST_METRIC: last_val['top1']} if last_val else None
         if (step % config.checkpoint_every == 0 or step == total_steps or
             stop.signal is not None):
-          flush(step)
+          fetch_pending(step)
           checkpoint.save(manager, step, state, val_metrics)
         if stop.signal is not None:
           logger.warning('Stopped by signal at step %d; rerun the same command to resume.', step)
