@@ -2,7 +2,7 @@
 
 32px CIFAR-100 (no upsampling), patch 4 (8x8 = 64 tokens + class token), 4 pre-LN layers of
 width 128, 4 heads, MLP 256, random crop (pad 4) + flip, batch 128, AdamW lr 1e-3 wd 0.05,
-warmup-cosine over 1,500 steps (~4.3 epochs of the 45,000 training images).
+10% warmup then cosine over 1,500 steps (~4.3 epochs of the 45,000 training images).
 
 Command (offline, on the shared train split; 10% held out as validation):
   python run.py --config=configs/cpu_quick.py --workdir=runs/cpu_quick \
@@ -36,7 +36,7 @@ def get_config():
   config.total_steps = 1500
   config.learning_rate = 1e-3
   config.weight_decay = 0.05
-  config.warmup_steps = 150
+  config.warmup_fraction = 0.1       # scales with --config.total_steps for short runs
   config.log_every = 50
   config.eval_every = 500
   config.checkpoint_every = 500

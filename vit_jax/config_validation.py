@@ -112,8 +112,6 @@ def _training_problems(config: ml_collections.ConfigDict, num_devices: int,
     p.append(f'warmup_steps={config.warmup_steps} must be >= 0.')
   if not 0.0 <= config.warmup_fraction < 1.0:
     p.append(f'warmup_fraction={config.warmup_fraction} must be in [0, 1).')
-  if config.warmup_steps > 0 and config.warmup_fraction > 0:
-    p.append('warmup_steps and warmup_fraction are both set; set only one of them.')
   if config.total_steps > 0 and config.warmup_steps >= config.total_steps:
     p.append(f'warmup_steps={config.warmup_steps} is not shorter than total_steps='
              f'{config.total_steps}; warmup must end before training does.')

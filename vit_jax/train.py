@@ -367,7 +367,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   host_batches = input_pipeline.create_train_iterator(
       config.data, global_batch_size=config.batch_size, seed=config.seed, start_step=start_step,
       source=source)
-  batches = device_batches(host_batches, mesh, prefetch=config.data.prefetch)
+  batches = device_batches(host_batches, mesh)
 
   pending = []          # per-step device metrics since the last train line
   last_val = None
