@@ -77,6 +77,6 @@ def test_bad_config_stops_before_compile(tmp_path):
 
 def test_missing_dataset_names_both_fixes(tmp_path):
   out = run(*TINY, f'--workdir={tmp_path}/w', f'--config.data.tfds_data_dir={tmp_path}/empty',
-            check=False)
+            '--config.data.tfds_download=False', check=False)
   assert out.returncode == 2
   assert 'tfds_data_dir' in out.stderr and 'data.archive' in out.stderr
