@@ -37,6 +37,8 @@ def get_model_config() -> ml_collections.ConfigDict:
   model.attention_impl = 'xla'       # 'xla' | 'cudnn' (GPU only)
   model.remat = False                # rematerialise each block: less memory, more compute
   model.scan = False                 # nn.scan over blocks: faster compiles for deep models
+  model.resnet_layers = ()           # hybrid ResNet stem: units per stage, () = pure ViT; R50+ViT-B/16: (3, 4, 9) with patch_size 1
+  model.resnet_width = 1             # hybrid: width multiplier (64 * width root channels)
   return model
 
 
@@ -46,6 +48,7 @@ def get_data_config() -> ml_collections.ConfigDict:
   data.dataset = 'cifar100'          # 'cifar100' | 'cifar10' | any TFDS image classification set
   data.archive = ''                  # local official CIFAR archive (.tar.gz or folder); '' = TFDS
   data.tfds_data_dir = ''            # TFDS data_dir; '' = TFDS default (~/tensorflow_datasets)
+  data.tfds_download = True          # download + prepare a missing TFDS dataset (needs network)
   data.strict_counts = True          # archives must hold the official number of records
   data.train_split = 'train'
   data.val_fraction = 0.1            # held out from train_split by a fixed permutation
@@ -92,13 +95,18 @@ def get_config() -> ml_collections.ConfigDict:
   config.momentum = 0.9              # for sgd
   config.lr_schedule = 'warmup_cosine'  # 'warmup_cosine' | 'warmup_linear' | 'constant'
   config.warmup_steps = 0
-  config.warmup_fraction = 0.0       # used when warmup_steps == 0: fraction of total steps
+  config.warmup_fraction = 0.0       # fraction of total steps; warmup_steps > 0 wins over it
   config.end_lr_ratio = 0.0          # final lr = learning_rate * end_lr_ratio
   config.grad_clip_norm = 0.0        # 0 = no clipping
   config.grad_accum_steps = 1        # micro-batches per update (same update as the full batch)
   config.label_smoothing = 0.0
   config.ema_decay = 0.0             # 0 = no EMA of parameters; e.g. 0.9999
   config.trainable = ''              # regex of param paths to train ('' = all; 'head' = linear probe)
+
+  # Initialization from an official-layout ViT .npz (vit_jax.pretrained); used only when the
+  # workdir has no checkpoint to resume from.
+  config.init_from = ''              # path to the .npz ('' = random init)
+  config.init_head = 'fresh'         # 'fresh': new head for this dataset | 'load': the file's head
 
   # Loop.
   config.log_every = 50

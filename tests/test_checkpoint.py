@@ -115,15 +115,24 @@ def test_keeps_latest_and_best(reference):
   manager.close()
 
 
-def test_corrupt_newest_checkpoint_falls_back(archive, reference, tmp_path, caplog):
-  workdir = str(tmp_path / 'corrupt')
-  shutil.copytree(reference, workdir)
-  for f in glob.glob(f'{workdir}/checkpoints/8/**/*', recursive=True):
-    if os.path.isfile(f) and 'metadata' not in os.path.basename(f):
+def _corrupt(step_dir, which):
+  """Overwrites the step's commit metadata ('commit') or its array data files ('data')."""
+  for f in glob.glob(f'{step_dir}/**/*', recursive=True):
+    is_commit = os.path.basename(f) == '_CHECKPOINT_METADATA'
+    if os.path.isfile(f) and (is_commit if which == 'commit' else
+                              not is_commit and 'metadata' not in os.path.basename(f).lower()):
       with open(f, 'wb') as fh:
         fh.write(b'garbage')
-  record = train.evaluate_checkpoint(tiny_config(archive, data=cifar_fixtures.data_config(
-      archive=archive, image_size=8, val_fraction=0.2, eval_split='val')), workdir)
+
+
+@pytest.mark.parametrize('which', ['commit', 'data'])
+def test_corrupt_newest_checkpoint_falls_back(archive, reference, tmp_path, caplog, which):
+  workdir = str(tmp_path / 'corrupt')
+  shutil.copytree(reference, workdir)
+  _corrupt(f'{workdir}/checkpoints/8', which)
+  config = tiny_config(archive)
+  config.data.eval_split = 'val'
+  record = train.evaluate_checkpoint(config, workdir)
   assert record['step'] == 6
   assert 'unreadable' in caplog.text
   assert os.path.isdir(f'{workdir}/checkpoints/8'), 'a bad checkpoint is reported, not deleted'

@@ -58,6 +58,10 @@ BAD_VALUES = [
     ('checkpoint_every', 0, 'checkpoint_every=0 must be positive'),
     ('keep_checkpoints', 0, 'keep_checkpoints=0 must be positive'),
     ('seed', -1, 'seed=-1 must be >= 0'),
+    ('model.resnet_layers', (3, 0), 'model.resnet_layers=(3, 0) must hold positive unit counts'),
+    ('model.resnet_width', 0, 'model.resnet_width=0 must be a positive integer'),
+    ('init_from', '/no/such/file.npz', "init_from='/no/such/file.npz' is not a file"),
+    ('init_head', 'reuse', "init_head='reuse': expected one of"),
 ]
 
 
@@ -86,7 +90,7 @@ def test_at_least_thirty_bad_values_are_covered():
 
 
 @pytest.mark.parametrize('name', ['common', 'baseline', 'addnorm', 'postnorm', 'keras_tutorial',
-                                  'cpu_quick'])
+                                  'cpu_quick', 'finetune_cifar100'])
 def test_shipped_configs_are_valid(name):
   module = __import__(f'configs.{name}', fromlist=['get_config'])
   config_validation.validate_config(module.get_config(), num_devices=8)
@@ -97,6 +101,21 @@ def test_batch_not_divisible_by_devices():
   config.batch_size = 100
   with pytest.raises(config_validation.ConfigError, match='not divisible by the 8 devices'):
     config_validation.validate_config(config, num_devices=8)
+
+
+def test_variant_sizes_are_checked():
+  config = common.get_config()
+  config.model.variant, config.data.image_size = 'H/14', 32  # 32 is not a multiple of 14
+  with pytest.raises(config_validation.ConfigError, match='not divisible by model.patch_size=14'):
+    config_validation.validate_config(config)
+
+
+def test_hybrid_image_size_includes_stem_stride():
+  config = common.get_config()
+  config.model.update(resnet_layers=(3, 4, 9), patch_size=1)
+  config.data.image_size = 40  # R50 stem stride is 16
+  with pytest.raises(config_validation.ConfigError, match='ResNet stem stride 16'):
+    config_validation.validate_config(config)
 
 
 def test_warmup_longer_than_training():

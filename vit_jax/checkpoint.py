@@ -5,6 +5,7 @@ resuming continues bit for bit; the data position is the step (the input pipelin
 function of it). Checkpoints live in `WORKDIR/checkpoints/<step>/`.
 """
 
+import json
 import logging
 import os
 from typing import Any
@@ -16,6 +17,8 @@ from orbax.checkpoint import checkpoint_managers
 
 BEST_METRIC = 'val_top1'
 logger = logging.getLogger(__name__)
+# The JSON files of a step that orbax parses when a CheckpointManager opens.
+_JSON_READ_ON_OPEN = ('_CHECKPOINT_METADATA', os.path.join('metrics', 'metrics'))
 
 
 class CheckpointError(ValueError):
@@ -24,6 +27,35 @@ class CheckpointError(ValueError):
 
 def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), 'checkpoints')
+
+
+class _SkipUnreadableSteps:
+  """orbax's standard step naming, minus steps whose commit metadata cannot be parsed.
+
+  orbax parses every step's commit metadata and metrics when a manager opens; one corrupted file would
+  make the whole workdir unusable. Such a step is reported and ignored (never deleted), so resume
+  and eval fall back to the previous checkpoint.
+  """
+
+  def __init__(self):
+    self._inner = ocp.step.standard_name_format()
+
+  def __getattr__(self, name):
+    return getattr(self._inner, name)
+
+  def find_all(self, base_path):
+    for metadata in self._inner.find_all(base_path):
+      try:
+        for name in _JSON_READ_ON_OPEN:
+          path = os.path.join(str(metadata.path), name)
+          if os.path.exists(path):
+            with open(path) as f:
+              json.load(f)
+      except (OSError, ValueError) as e:
+        logger.warning('Checkpoint step %d in %s is unreadable (%s); ignoring it.',
+                       metadata.step, base_path, e)
+        continue
+      yield metadata
 
 
 def create_manager(workdir: str, *, keep: int = 3, async_save: bool = True,
@@ -40,6 +72,7 @@ def create_manager(workdir: str, *, keep: int = 3, async_save: bool = True,
       enable_async_checkpointing=async_save,
       read_only=read_only,
       create=not read_only,
+      step_name_format=_SkipUnreadableSteps(),
   )
   return ocp.CheckpointManager(checkpoint_dir(workdir), options=options,
                                item_handlers=ocp.StandardCheckpointHandler())

@@ -13,6 +13,7 @@ import ml_collections
 from vit_jax import input_pipeline
 from vit_jax import models
 from vit_jax import optim
+from vit_jax import pretrained
 
 DTYPES = ('float32', 'bfloat16', 'float16')
 ATTENTION_IMPLS = ('xla', 'cudnn')
@@ -26,21 +27,32 @@ def _widths(value) -> Sequence:
   return value if isinstance(value, (list, tuple)) else (value,)
 
 
-def _model_problems(model: ml_collections.ConfigDict, image_size: int) -> list[str]:
+def _model_problems(model_config: ml_collections.ConfigDict, image_size: int) -> list[str]:
   p = []
+  model = ml_collections.ConfigDict(model_config.to_dict())
   if model.variant:
     try:
-      models.create_model(model, num_classes=1)  # resolves the variant's sizes
+      model.update(models.parse_variant(model.variant))  # checks the sizes the model will use
     except ValueError as e:
       p.append(f'model.variant={model.variant!r} is unknown: {e}')
       return p
   for name in ('patch_size', 'hidden_size', 'num_layers', 'num_heads'):
     if model[name] <= 0:
       p.append(f'model.{name}={model[name]} must be a positive integer.')
-  if model.patch_size > 0 and image_size % model.patch_size:
-    p.append(f'data.image_size={image_size} is not divisible by model.patch_size='
-             f'{model.patch_size}; choose an image size that is a multiple of the patch size '
-             f'(e.g. {max(1, image_size // model.patch_size) * model.patch_size}).')
+  if any(int(n) <= 0 for n in model.resnet_layers):
+    p.append(f'model.resnet_layers={tuple(model.resnet_layers)} must hold positive unit counts '
+             '(or be () for a pure ViT).')
+  elif model.resnet_width <= 0:
+    p.append(f'model.resnet_width={model.resnet_width} must be a positive integer.')
+  elif model.patch_size > 0:
+    # A hybrid's patches are taken on the ResNet feature map, `stride` times smaller.
+    stride = models.resnet_stride(model.resnet_layers) if model.resnet_layers else 1
+    if image_size % (model.patch_size * stride):
+      what = (f'model.patch_size={model.patch_size}' if stride == 1 else
+              f'model.patch_size={model.patch_size} x the ResNet stem stride {stride}')
+      size = model.patch_size * stride
+      p.append(f'data.image_size={image_size} is not divisible by {what}; choose an image size '
+               f'that is a multiple of {size} (e.g. {max(1, image_size // size) * size}).')
   if model.head_dim is not None and model.head_dim <= 0:
     p.append(f'model.head_dim={model.head_dim} must be positive (or None = hidden_size // '
              'num_heads).')
@@ -135,6 +147,18 @@ def _training_problems(config: ml_collections.ConfigDict, num_devices: int,
       re.compile(config.trainable)
     except re.error as e:
       p.append(f'trainable={config.trainable!r} is not a valid regular expression ({e}).')
+  if config.init_from and not os.path.isfile(config.init_from):
+    p.append(f'init_from={config.init_from!r} is not a file; give the path of an official-layout '
+             'ViT .npz (see README "Pretrained checkpoints"), or "" for random init.')
+  if config.init_head not in pretrained.INIT_HEADS:
+    p.append(f'init_head={config.init_head!r}: expected one of {pretrained.INIT_HEADS}.')
+  if config.init_from and config.model.posemb != 'learn':
+    p.append(f'init_from needs model.posemb="learn" (official checkpoints have learned position '
+             f'embeddings), not {config.model.posemb!r}.')
+  if (config.data.mixup_alpha > 0 or config.data.cutmix_alpha > 0) and (
+      (config.batch_size // num_processes) % 2):
+    p.append(f'batch_size={config.batch_size}: mixup/cutmix pair examples within each host\'s '
+             'batch, which must be even.')
   for name in ('log_every', 'checkpoint_every', 'keep_checkpoints'):
     if config[name] <= 0:
       p.append(f'{name}={config[name]} must be positive.')

@@ -33,6 +33,16 @@ Parameter names (vit_jax names where a counterpart exists):
     head_mlp_{j}                                    optional head MLP (head_hidden_sizes)
     head                                            classifier Dense, zeros kernel init
 
+Hybrid (resnet_layers non-empty; vit_jax models_resnet names, at the top level like vit_jax):
+
+    conv_root/kernel                                StdConv 7x7/2, [7, 7, 3, 64*width], no bias
+    gn_root/{scale,bias}                            GroupNorm(32), then relu and max-pool 3x3/2
+    block{s}/unit{u}/conv{1,2,3}/kernel             bottleneck 1x1 -> 3x3 (stride) -> 1x1 (x4)
+    block{s}/unit{u}/gn{1,2,3}/{scale,bias}         GroupNorm after each conv (gn3 scale init 0)
+    block{s}/unit1/conv_proj/kernel, gn_proj        projection shortcut of each stage's 1st unit
+    embedding                                       then patchifies the FEATURE MAP: patch_size
+                                                    counts feature-map pixels (R50+B/16: 1)
+
 With `scan=True` the blocks are one scanned module: `Transformer/encoderblock/...` (no `_{i}`),
 every leaf gaining a leading [num_layers] axis. Convert with `stack_block_params` /
 `unstack_block_params`.
@@ -46,7 +56,9 @@ Intermediates (no cost unless the 'intermediates' collection is mutable):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -87,6 +99,14 @@ VARIANTS: dict[str, tuple[int, int, int, int]] = {
     'B': (768, 12, 12, 3072),
     'L': (1024, 24, 16, 4096),
     'H': (1280, 32, 16, 5120),
+}
+
+# Hybrid variants 'R50+B/16' etc. (ViT paper / AugReg): (resnet, effective patch) -> stage sizes.
+# The feature map is image / resnet_stride(layers), so these all use patch_size 1 on it.
+RESNET_VARIANTS: dict[tuple[str, int], tuple[int, ...]] = {
+    ('R50', 16): (3, 4, 9),  # the ViT paper's R50: stage 4 folded into stage 3 (stride 16)
+    ('R50', 32): (3, 4, 6, 3),
+    ('R26', 32): (2, 2, 2, 2),
 }
 
 SINCOS_TEMPERATURE = 10_000.0
@@ -173,6 +193,11 @@ def posemb_sincos_2d(h: int, w: int, width: int,
 def drop_path_rates(rate: float, num_layers: int) -> np.ndarray:
   """Stochastic-depth rate per layer, linear from 0 (first) to `rate` (last), as in DeiT."""
   return np.linspace(0.0, rate, num_layers, dtype=np.float32)
+
+
+def resnet_stride(resnet_layers: Sequence[int]) -> int:
+  """Downsampling of the hybrid stem: root conv /2, max-pool /2, each stage after the 1st /2."""
+  return 4 * 2**(len(resnet_layers) - 1) if resnet_layers else 1
 
 
 def stack_block_params(params: Mapping, num_layers: int) -> dict:
@@ -277,6 +302,88 @@ class MlpBlock(nn.Module):
     if self.activate_output:
       x = nn.gelu(x)
     return nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+
+
+def weight_standardize(w: Array, axis: Sequence[int], eps: float) -> Array:
+  """(w - mean) / (std + eps) over `axis` (vit_jax models_resnet's formula)."""
+  w = w - jnp.mean(w, axis=axis, keepdims=True)
+  return w / (jnp.std(w, axis=axis, keepdims=True) + eps)
+
+
+class StdConv(nn.Module):
+  """Conv without bias whose kernel is weight-standardized per output channel (BiT / vit_jax)."""
+  features: int
+  kernel_size: tuple[int, int]
+  strides: tuple[int, int] = (1, 1)
+  eps: float = 1e-5
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:  # x: [batch, h, w, c]
+    kernel = self.param('kernel', nn.initializers.lecun_normal(),
+                        (*self.kernel_size, x.shape[-1], self.features), self.param_dtype)
+    kernel = weight_standardize(kernel.astype(jnp.float32), axis=(0, 1, 2), eps=self.eps)
+    return jax.lax.conv_general_dilated(
+        x.astype(self.dtype), kernel.astype(self.dtype), self.strides, 'SAME',
+        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))  # [batch, h / stride, w / stride, features]
+
+
+class ResidualUnit(nn.Module):
+  """Bottleneck unit (not pre-activation): 1x1 -> 3x3 (stride) -> 1x1 (x4), GroupNorm after each."""
+  features: int
+  strides: tuple[int, int] = (1, 1)
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    conv = functools.partial(StdConv, dtype=self.dtype, param_dtype=self.param_dtype)
+    gn = functools.partial(nn.GroupNorm, num_groups=32, dtype=self.dtype,
+                           param_dtype=self.param_dtype)
+    residual = x
+    if x.shape[-1] != 4 * self.features or self.strides != (1, 1):
+      residual = conv(4 * self.features, (1, 1), self.strides, name='conv_proj')(x)
+      residual = gn(name='gn_proj')(residual)
+    y = nn.relu(gn(name='gn1')(conv(self.features, (1, 1), name='conv1')(x)))
+    y = nn.relu(gn(name='gn2')(conv(self.features, (3, 3), self.strides, name='conv2')(y)))
+    y = gn(name='gn3', scale_init=nn.initializers.zeros)(
+        conv(4 * self.features, (1, 1), name='conv3')(y))  # unit starts as identity + relu
+    return nn.relu(residual + y)
+
+
+class ResNetStage(nn.Module):
+  """`units` bottleneck units; the first one strides (vit_jax name `block{s}/unit{u}`)."""
+  units: int
+  features: int
+  first_stride: int = 1
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:
+    for u in range(self.units):
+      stride = self.first_stride if u == 0 else 1
+      x = ResidualUnit(self.features, (stride, stride), dtype=self.dtype,
+                       param_dtype=self.param_dtype, name=f'unit{u + 1}')(x)
+    return x
+
+
+def resnet_stem(x: Array, layers: Sequence[int], width: int, dtype: Any, param_dtype: Any) -> Array:
+  """Hybrid stem, called inside VisionTransformer's compact __call__ so that `conv_root`,
+  `gn_root` and `block{s}` are top-level params, as in vit_jax.
+
+  x: [batch, H, W, 3] -> [batch, H / resnet_stride(layers), ..., 4 * 64 * width * 2^(stages-1)].
+  """
+  root = 64 * width
+  x = StdConv(root, (7, 7), (2, 2), dtype=dtype, param_dtype=param_dtype, name='conv_root')(x)
+  x = nn.relu(nn.GroupNorm(num_groups=32, dtype=dtype, param_dtype=param_dtype,
+                           name='gn_root')(x))
+  x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='SAME')
+  for s, units in enumerate(layers):
+    x = ResNetStage(units, root * 2**s, first_stride=1 if s == 0 else 2, dtype=dtype,
+                    param_dtype=param_dtype, name=f'block{s + 1}')(x)
+  return x
 
 
 class Encoder1DBlock(nn.Module):
@@ -425,10 +532,12 @@ class VisionTransformer(nn.Module):
   param_dtype: str = 'float32'
   remat: bool = False  # recompute each block in the backward pass (memory for compute)
   scan: bool = False  # one scanned block module: faster compile, stacked param names
+  resnet_layers: Sequence[int] = ()  # hybrid: bottleneck units per ResNet stage; () = pure ViT
+  resnet_width: int = 1  # hybrid: width multiplier (root conv has 64 * resnet_width channels)
 
   def __post_init__(self):
     # Config lists (ml_collections keeps them) -> tuples, so the module stays hashable.
-    for field in ('mlp_dim', 'head_hidden_sizes'):
+    for field in ('mlp_dim', 'head_hidden_sizes', 'resnet_layers'):
       if isinstance(getattr(self, field), list):
         object.__setattr__(self, field, tuple(getattr(self, field)))
     super().__post_init__()
@@ -443,6 +552,10 @@ class VisionTransformer(nn.Module):
     if self.head_dim is None and self.hidden_size % self.num_heads:
       raise ValueError(f'hidden_size={self.hidden_size} is not divisible by '
                        f'num_heads={self.num_heads}; set head_dim explicitly')
+    if any(not isinstance(n, int) or n <= 0 for n in self.resnet_layers):
+      raise ValueError(f'resnet_layers={self.resnet_layers!r} must hold positive unit counts')
+    if self.resnet_layers and (not isinstance(self.resnet_width, int) or self.resnet_width <= 0):
+      raise ValueError(f'resnet_width={self.resnet_width!r} must be a positive integer')
     return parse_norm_placement(self.norm_placement)
 
   @nn.compact
@@ -450,13 +563,18 @@ class VisionTransformer(nn.Module):
     """images: [batch, H, W, 3] float -> logits [batch, num_classes] float32."""
     placement = self._check()
     dtype, param_dtype = jnp.dtype(self.dtype), jnp.dtype(self.param_dtype)
-    _, h, w, _ = images.shape
+    x = images.astype(dtype)
+    if self.resnet_layers:  # hybrid: patches of the ResNet feature map
+      x = resnet_stem(x, self.resnet_layers, self.resnet_width, dtype, param_dtype)
+    _, h, w, _ = x.shape
     if h % self.patch_size or w % self.patch_size:
-      raise ValueError(f'image size {h}x{w} is not divisible by patch_size={self.patch_size}')
+      what = (f'the ResNet feature map {h}x{w} (image {images.shape[1]}x{images.shape[2]} / '
+              f'{resnet_stride(self.resnet_layers)})' if self.resnet_layers else f'image size {h}x{w}')
+      raise ValueError(f'{what} is not divisible by patch_size={self.patch_size}')
 
     x = nn.Conv(self.hidden_size, (self.patch_size, self.patch_size),
                 strides=(self.patch_size, self.patch_size), padding='VALID',
-                dtype=dtype, param_dtype=param_dtype, name='embedding')(images.astype(dtype))
+                dtype=dtype, param_dtype=param_dtype, name='embedding')(x)
     n, gh, gw, c = x.shape  # [batch, gh, gw, hidden]
     x = x.reshape(n, gh * gw, c)  # [batch, tokens, hidden]
     if self.classifier == 'token':
@@ -505,23 +623,47 @@ _MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(VisionTransformer)
                       if f.name not in ('parent', 'name', 'num_classes'))
 
 
+def parse_variant(variant: str) -> dict[str, Any]:
+  """Model-zoo name -> the `config.model` fields it sets.
+
+  'B' sets hidden_size, num_layers, num_heads, mlp_dim (ViT paper / AugReg sizes, `VARIANTS`);
+  'B/16' also patch_size=16 and resnet_layers=() (a pure ViT); hybrids 'R50+B/16', 'R50+L/32',
+  'R26+S/32' set resnet_layers (`RESNET_VARIANTS`), resnet_width=1 and patch_size=1 (on the
+  feature map). The official file names' spelling is accepted too: 'ViT-B_16', 'R50+ViT-B_16',
+  'R26_S_32' (AugReg).
+  """
+  text = str(variant).strip()
+  m = re.fullmatch(r'(?:(R\d+)[+_])?(?:ViT-)?([A-Za-z]+)(?:[/_](\d+))?', text)
+  if not m or m.group(2) not in VARIANTS:
+    hybrids = ', '.join(f'{r}+<size>/{p}' for r, p in RESNET_VARIANTS)
+    raise ValueError(f'Unknown model variant {variant!r}; valid: {", ".join(VARIANTS)}, '
+                     f'optionally with "/<patch>" (e.g. "B/16"); hybrids {hybrids} '
+                     '(e.g. "R50+B/16").')
+  resnet, size, patch = m.groups()
+  fields = dict(zip(('hidden_size', 'num_layers', 'num_heads', 'mlp_dim'), VARIANTS[size]))
+  if resnet:
+    if not patch or (resnet, int(patch)) not in RESNET_VARIANTS:
+      raise ValueError(f'Unknown hybrid variant {variant!r}; valid hybrids: ' +
+                       ', '.join(f'{r}+<size>/{p}' for r, p in RESNET_VARIANTS) +
+                       f' with <size> one of {", ".join(VARIANTS)} (e.g. "R50+B/16").')
+    fields.update(resnet_layers=RESNET_VARIANTS[(resnet, int(patch))], resnet_width=1,
+                  patch_size=1)
+  elif patch:
+    fields.update(patch_size=int(patch), resnet_layers=())
+  return fields
+
+
 def create_model(model_config: Mapping[str, Any], num_classes: int) -> VisionTransformer:
   """Builds the model from `config.model`.
 
-  An optional `variant` key ('Ti', 'S', 'B', 'L', 'H', optionally with '/patch', e.g. 'B/16')
-  sets hidden_size, num_layers, num_heads, mlp_dim (and patch_size) and OVERRIDES those fields
-  in `model_config`; leave `variant` empty to use the fields as given.
+  An optional `variant` key (see `parse_variant`: 'Ti', 'S', 'B', 'L', 'H', optionally with
+  '/patch', e.g. 'B/16', or a hybrid like 'R50+B/16') sets the sizes it names and OVERRIDES those
+  fields in `model_config`; leave `variant` empty to use the fields as given.
   """
   kwargs = dict(model_config)
   variant = kwargs.pop('variant', None)
   if variant:
-    name, _, patch = str(variant).partition('/')
-    if name not in VARIANTS or (patch and not patch.isdigit()):
-      raise ValueError(f'Unknown model variant {variant!r}; valid: '
-                       f'{", ".join(VARIANTS)}, optionally with "/<patch>" (e.g. "B/16")')
-    kwargs.update(zip(('hidden_size', 'num_layers', 'num_heads', 'mlp_dim'), VARIANTS[name]))
-    if patch:
-      kwargs['patch_size'] = int(patch)
+    kwargs.update(parse_variant(variant))
   unknown = sorted(set(kwargs) - set(_MODEL_FIELDS))
   if unknown:
     raise ValueError(f'Unknown model config fields {unknown}; valid: {", ".join(_MODEL_FIELDS)}')

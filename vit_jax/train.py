@@ -30,6 +30,7 @@ from vit_jax import config_validation
 from vit_jax import input_pipeline
 from vit_jax import models
 from vit_jax import optim
+from vit_jax import pretrained
 
 DATA_AXIS = 'data'
 logger = logging.getLogger(__name__)
@@ -332,6 +333,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                    out_shardings=state_sharding)
     state = init(jax.random.key_data(jax.random.key(config.seed)))
     start_step = 0
+    if config.init_from:  # fine-tuning from an official-layout .npz (vit_jax.pretrained)
+      params = pretrained.load_pretrained(config.init_from, jax.device_get(state.params),
+                                          init_head=config.init_head,
+                                          shardings=state_sharding.params)
+      # The EMA gets its own buffers: the train step donates the params.
+      state = state.replace(params=params, ema_params=None if state.ema_params is None else
+                            jax.tree.map(jnp.copy, params))
+      logger.info('Initialized the params from %s (head: %s).', config.init_from,
+                  config.init_head)
   else:
     state, start_step = restored
     logger.info('Resumed from checkpoint step %d in %s.', start_step, workdir)
