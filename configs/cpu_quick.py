@@ -1,8 +1,10 @@
 """A small ViT that trains on 2 CPU cores in about 10 minutes: the smoke test on real data.
 
-32px CIFAR-100 (no upsampling), patch 4 (8x8 = 64 tokens + class token), 4 pre-LN layers of
+32px CIFAR-100 (no upsampling), patch 8 (4x4 = 16 tokens + class token), 4 pre-LN layers of
 width 128, 4 heads, MLP 256, random crop (pad 4) + flip, batch 128, AdamW lr 1e-3 wd 0.05,
-10% warmup then cosine over 1,500 steps (~4.3 epochs of the 45,000 training images).
+10% warmup then cosine over 1,200 steps (~3.4 epochs of the 45,000 training images). Patch 8
+rather than 4: a third of the step time on 2 cores (198 vs 65 img/s measured), which buys more
+epochs in a 10-20 minute budget.
 
 Command (offline, on the shared train split; 10% held out as validation):
   python run.py --config=configs/cpu_quick.py --workdir=runs/cpu_quick \
@@ -10,7 +12,10 @@ Command (offline, on the shared train split; 10% held out as validation):
   python run.py --config=configs/cpu_quick.py --workdir=runs/cpu_quick --mode=eval \
       --config.data.archive=../shared/data/cifar-100-binary-train.tar.gz --config.data.eval_split=val
 
-Expected and runtime: see the README's "Measured" section (2-core CPU).
+Measured 2026-11-25 on the 2-core CPU VM (shared with other jobs, load average 5-8):
+val top-1 11.7% / 18.4% / 20.4% at steps 400 / 800 / 1200 (chance: 1%), top-5 47.4%;
+894 s of training, 15m54s wall with start-up and evals; the eval command reproduces
+top-1 20.38% and loss 3.3108 exactly. On an idle machine expect roughly half the time.
 """
 
 from configs import common
@@ -24,7 +29,7 @@ def get_config():
 
   model = config.model
   model.norm_placement = 'pre'
-  model.patch_size = 4
+  model.patch_size = 8
   model.hidden_size = 128
   model.num_layers = 4
   model.num_heads = 4
@@ -33,11 +38,11 @@ def get_config():
 
   config.batch_size = 128
   config.eval_batch_size = 1024
-  config.total_steps = 1500
+  config.total_steps = 1200
   config.learning_rate = 1e-3
   config.weight_decay = 0.05
   config.warmup_fraction = 0.1       # scales with --config.total_steps for short runs
   config.log_every = 50
-  config.eval_every = 500
-  config.checkpoint_every = 500
+  config.eval_every = 400
+  config.checkpoint_every = 400
   return config
