@@ -1,0 +1,701 @@
+"""The study report: statistics over seeds, a markdown table per placement, and figures.
+
+Why: one run per placement, read off a training log, cannot tell a real effect of the LayerNorm
+placement from seed noise. This reads every run of a study folder (as `vit_jax.sweep` lays it out,
+or any folder of run workdirs), groups the runs by the config fields that differ between them
+(the norm placement and any extra sweep axes; never the seed), and writes into the study folder:
+
+  report.md            one row per placement: mean ± sample std and a 95% t-interval over seeds;
+                       paired t-tests (matched on seed) between every pair of placements, with
+                       Holm's correction for the number of pairs; one row per run.
+  curves.png           train / val loss and top-1 against step: mean over seeds, band = ±1 std.
+  learning_rate.png    the learning rate each placement was trained with.
+  final_accuracy.png   final val top-1 / top-5 per placement: bars = mean, whiskers = 95% CI,
+                       dots = the individual seeds.
+  summary.json         the same numbers for programs.
+
+  python -m vit_jax.report runs/study
+
+Only finished runs (their last train line is at the configured total step) enter the statistics;
+the others are listed with their state, so the report can be built while a sweep is running.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import math
+import os
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+CONFIDENCE = 0.95          # of the intervals over seeds
+ALPHA = 0.05               # family-wise error rate of the paired tests (Holm)
+METRICS_FILE = 'metrics.jsonl'
+CONFIG_FILE = 'config.json'
+SWEEP_FILE = 'sweep.json'            # the sweep's plan, written by vit_jax.sweep
+RUN_INFO_FILE = 'sweep_run.json'     # per run: placement, seed, axes (written before launch)
+DONE_FILE = 'DONE'                   # per run: written by vit_jax.sweep after a finished run
+FAILED_FILE = 'FAILED'               # per run: the tail of the log of a failed run
+INSPECT_DIR = 'inspect'              # per run: vit_jax.inspect's figures and inspect.json
+PLACEMENT_FIELD = 'model.norm_placement'
+SEED_FIELD = 'seed'
+# Config fields that never define a condition: the seed is what is replicated; `sweep.*` only
+# describes the grid.
+IGNORED_FIELD_PREFIXES = ('seed', 'sweep.')
+PRESET_ORDER = ('pre', 'post', 'addnorm', 'sandwich', 'seed', 'none')  # rows in this order
+
+FIG_DPI = 120
+CURVE_FIGSIZE = (13, 9)
+BAR_FIGSIZE = (12, 5)
+LR_FIGSIZE = (8, 4.5)
+
+# The columns of the placement table: (key in run_metrics, header, is an accuracy in [0, 1]).
+TABLE_COLUMNS = (
+    ('final_val_top1', 'final val top-1 (%)', True),
+    ('final_val_top5', 'final val top-5 (%)', True),
+    ('best_val_top1', 'best val top-1 (%)', True),
+    ('best_val_top5', 'best val top-5 (%)', True),
+    ('test_top1', 'test top-1 (%)', True),
+    ('steps', 'steps', False),
+    ('train_minutes', 'train time (min)', False),
+)
+NON_ACC_DIGITS = {'steps': 0, 'train_minutes': 1}
+COMPARED_METRIC = 'final_val_top1'
+
+
+# ============================================================================ statistics
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+  """Mean, sample standard deviation (ddof=1) and a t-interval for the mean over n values."""
+  n: int
+  mean: float
+  std: float       # nan when n < 2
+  ci_low: float    # nan when n < 2
+  ci_high: float
+
+  @property
+  def half_width(self) -> float:
+    return (self.ci_high - self.ci_low) / 2
+
+
+def summarize(values: Sequence[float], confidence: float = CONFIDENCE) -> Summary:
+  """Mean ± t_{n-1} * s / sqrt(n): the interval for the mean over seeds (normal errors)."""
+  x = np.asarray([v for v in values if v is not None and not math.isnan(v)], np.float64)
+  n = len(x)
+  if n == 0:
+    return Summary(0, math.nan, math.nan, math.nan, math.nan)
+  mean = float(np.mean(x))
+  if n < 2:
+    return Summary(1, mean, math.nan, math.nan, math.nan)
+  std = float(np.std(x, ddof=1))
+  half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
+  return Summary(n, mean, std, mean - half, mean + half)
+
+
+@dataclasses.dataclass(frozen=True)
+class PairedTest:
+  """Two-sided paired t-test of a - b over the seeds both conditions have."""
+  n: int
+  mean_diff: float
+  ci_low: float    # t-interval of the mean difference; nan when n < 2
+  ci_high: float
+  t: float         # nan when n < 2 or every difference is identical
+  p: float
+
+
+def paired_t_test(a: Mapping[Any, float], b: Mapping[Any, float],
+                  confidence: float = CONFIDENCE) -> PairedTest:
+  """Pairs a[seed] with b[seed]: with the same seed both runs see the same data order and the
+  same initialisation key, so the pairing removes that shared part of the noise."""
+  seeds = sorted(set(a) & set(b))
+  d = np.asarray([a[s] - b[s] for s in seeds], np.float64)
+  diff = summarize(d, confidence)
+  if diff.n < 2 or diff.std == 0:
+    return PairedTest(diff.n, diff.mean, diff.ci_low, diff.ci_high, math.nan, math.nan)
+  result = stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds])
+  return PairedTest(diff.n, diff.mean, diff.ci_low, diff.ci_high, float(result.statistic),
+                    float(result.pvalue))
+
+
+def holm_adjust(pvalues: Sequence[float]) -> list[float]:
+  """Holm-Bonferroni adjusted p-values (nan stays nan and does not count as a test)."""
+  p = np.asarray(pvalues, np.float64)
+  valid = np.flatnonzero(~np.isnan(p))
+  adjusted = np.full(len(p), np.nan)
+  m = len(valid)
+  running = 0.0
+  for rank, i in enumerate(valid[np.argsort(p[valid], kind='stable')]):
+    running = max(running, min(1.0, (m - rank) * p[i]))
+    adjusted[i] = running
+  return adjusted.tolist()
+
+
+# ============================================================================ reading runs
+
+
+def read_metrics(path: str) -> dict[str, list[dict]]:
+  """{split: records sorted by step}; for a step logged twice (a resumed run) the last line wins.
+
+  A torn last line (the run was killed while writing) is skipped.
+  """
+  last: dict[tuple[str, int], dict] = {}
+  order: dict[str, list[dict]] = {}
+  with open(path) as f:
+    for line in f:
+      line = line.strip()
+      if not line:
+        continue
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if 'split' in record and 'step' in record:
+        last[(record['split'], int(record['step']))] = record
+  for (split, _), record in sorted(last.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+    order.setdefault(split, []).append(record)
+  return order
+
+
+def train_wall_time(path: str) -> float:
+  """Seconds of training summed over every process that appended to metrics.jsonl.
+
+  Each process restarts its `wall_time` clock, so a drop marks a resume; the total is the sum
+  of the last value of each segment.
+  """
+  total, previous = 0.0, None
+  with open(path) as f:
+    for line in f:
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if record.get('split') != 'train' or 'wall_time' not in record:
+        continue
+      wall = float(record['wall_time'])
+      if previous is not None and wall < previous:
+        total += previous
+      previous = wall
+  return total + (previous or 0.0)
+
+
+def flatten(tree: Mapping, prefix: str = '') -> dict[str, Any]:
+  """{'model': {'patch_size': 4}} -> {'model.patch_size': 4}; lists become tuples (hashable)."""
+  flat = {}
+  for key, value in tree.items():
+    name = f'{prefix}{key}'
+    if isinstance(value, Mapping):
+      flat.update(flatten(value, name + '.'))
+    else:
+      flat[name] = tuple(value) if isinstance(value, list) else value
+  return flat
+
+
+def total_steps(config: Mapping[str, Any], metrics: Mapping[str, list[dict]]) -> int | None:
+  """The run's configured length: `total_steps`, or `num_epochs` of batches.
+
+  For an epoch-based config the training-set size is recovered from a train line
+  (`epoch` = step * batch_size / num_train), so no data has to be loaded.
+  """
+  if config.get('total_steps', 0) > 0:
+    return int(config['total_steps'])
+  for record in metrics.get('train', []):
+    if record.get('epoch'):
+      num_train = round(record['step'] * config['batch_size'] / record['epoch'])
+      return max(1, math.ceil(config['num_epochs'] * num_train / config['batch_size']))
+  return None
+
+
+def _read_json(path: str) -> Any:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, json.JSONDecodeError):
+    return None
+
+
+@dataclasses.dataclass
+class Run:
+  """One run folder: its config, its metrics and whether it finished."""
+  workdir: str                         # path relative to the study folder
+  config: dict[str, Any]               # flattened config.json ({} before the run started)
+  metrics: dict[str, list[dict]]
+  total_steps: int | None
+  status: str                          # 'finished' | 'incomplete' | 'failed' | 'not started'
+  note: str = ''
+  train_seconds: float = 0.0
+
+  @property
+  def placement(self) -> str:
+    return str(self.config.get(PLACEMENT_FIELD, '?'))
+
+  @property
+  def seed(self) -> int:
+    return int(self.config.get(SEED_FIELD, -1))
+
+  @property
+  def last_step(self) -> int:
+    train = self.metrics.get('train', [])
+    return int(train[-1]['step']) if train else 0
+
+
+def read_run(study_dir: str, workdir: str) -> Run:
+  """Reads one run folder; never raises for a run that has not started or has failed."""
+  path = os.path.join(study_dir, workdir)
+  config_json = _read_json(os.path.join(path, CONFIG_FILE))
+  metrics_path = os.path.join(path, METRICS_FILE)
+  metrics = read_metrics(metrics_path) if os.path.exists(metrics_path) else {}
+  info = _read_json(os.path.join(path, RUN_INFO_FILE)) or {}
+  if config_json is None:  # the sweep's record of what it launched stands in for the config
+    config = {PLACEMENT_FIELD: info.get('placement', '?'), SEED_FIELD: info.get('seed', -1),
+              **info.get('axes', {})}
+    steps = None
+  else:
+    config = flatten(config_json)
+    steps = total_steps(config, metrics)
+  run = Run(workdir=workdir, config=config, metrics=metrics, total_steps=steps,
+            status='not started', train_seconds=train_wall_time(metrics_path)
+            if os.path.exists(metrics_path) else 0.0)
+  failed_path = os.path.join(path, FAILED_FILE)
+  val = metrics.get('val', [])
+  # Training evaluates at its last step when it has a val split: without that line the run was
+  # killed between its last train line and its final evaluation.
+  final_eval_done = not val or val[-1]['step'] >= (steps or 0)
+  if steps is not None and run.last_step >= steps and final_eval_done:
+    run.status = 'finished'
+  elif os.path.exists(failed_path):
+    run.status = 'failed'
+    with open(failed_path) as f:
+      lines = [l.strip() for l in f if l.strip()]
+    errors = [l for l in lines if l.lower().startswith(('error', 'floatingpointerror'))]
+    run.note = (errors or lines or [''])[-1][:200]
+  elif metrics:
+    run.status = 'incomplete'
+    run.note = f'at step {run.last_step}' + (f' of {steps}' if steps else '')
+  return run
+
+
+def find_runs(study_dir: str) -> list[Run]:
+  """Every folder under `study_dir` holding config.json, metrics.jsonl or sweep_run.json."""
+  if not os.path.isdir(study_dir):
+    raise FileNotFoundError(f'Study folder {study_dir} does not exist; run the sweep first: '
+                            f'python -m vit_jax.sweep --config=configs/study.py '
+                            f'--workdir={study_dir}')
+  found = []
+  for root, dirs, files in os.walk(study_dir):
+    dirs[:] = sorted(d for d in dirs if d not in ('checkpoints', 'tensorboard', INSPECT_DIR)
+                     and not d.startswith('.'))
+    if {CONFIG_FILE, METRICS_FILE, RUN_INFO_FILE} & set(files):
+      found.append(read_run(study_dir, os.path.relpath(root, study_dir)))
+  return found
+
+
+# ============================================================================ per-run numbers
+
+
+def run_metrics(run: Run) -> dict[str, float]:
+  """The numbers of one run that the tables aggregate (accuracies as fractions)."""
+  val, test = run.metrics.get('val', []), run.metrics.get('test', [])
+  nan = math.nan
+  out = {
+      'final_val_top1': val[-1]['top1'] if val else nan,
+      'final_val_top5': val[-1]['top5'] if val else nan,
+      'best_val_top1': max(r['top1'] for r in val) if val else nan,
+      'best_val_top5': max(r['top5'] for r in val) if val else nan,
+      'final_val_loss': val[-1]['loss'] if val else nan,
+      'test_top1': test[-1]['top1'] if test else nan,
+      'test_top5': test[-1]['top5'] if test else nan,
+      'steps': float(run.last_step),
+      'train_minutes': run.train_seconds / 60,
+  }
+  return {k: float(v) for k, v in out.items()}
+
+
+# ============================================================================ grouping
+
+
+def varying_fields(runs: Iterable[Run]) -> list[str]:
+  """Config fields whose value differs between runs, the seed and sweep.* excepted."""
+  runs = list(runs)
+  fields = sorted(set().union(*(r.config for r in runs))) if runs else []
+  out = []
+  for field in fields:
+    if field.startswith(IGNORED_FIELD_PREFIXES):
+      continue
+    values = {json.dumps(r.config.get(field), sort_keys=True, default=str) for r in runs}
+    if len(values) > 1:
+      out.append(field)
+  if PLACEMENT_FIELD in out:  # the placement first: it names the rows
+    out.remove(PLACEMENT_FIELD)
+    out.insert(0, PLACEMENT_FIELD)
+  return out
+
+
+def _placement_rank(placement: str) -> tuple:
+  return (PRESET_ORDER.index(placement) if placement in PRESET_ORDER else len(PRESET_ORDER),
+          placement)
+
+
+@dataclasses.dataclass
+class Group:
+  """The seeds of one condition (placement + extra axis values)."""
+  label: str
+  key: tuple
+  runs: list[Run]
+
+  def values(self, metric: str) -> dict[int, float]:
+    return {r.seed: run_metrics(r)[metric] for r in self.runs}
+
+
+def group_runs(runs: Sequence[Run], fields: Sequence[str]) -> list[Group]:
+  """Groups finished runs by the values of `fields`; rows in preset order, then by value."""
+  groups: dict[tuple, Group] = {}
+  for run in runs:
+    key = tuple(run.config.get(f) for f in fields)
+    if key not in groups:
+      parts = []
+      for field, value in zip(fields, key):
+        parts.append(str(value) if field == PLACEMENT_FIELD else f'{field}={value}')
+      groups[key] = Group(label=', '.join(parts) or run.placement, key=key, runs=[])
+    groups[key].runs.append(run)
+  for g in groups.values():
+    g.runs.sort(key=lambda r: r.seed)
+
+  def order(g: Group):
+    rest = tuple(str(v) for v in g.key)
+    if fields and fields[0] == PLACEMENT_FIELD:
+      return (_placement_rank(str(g.key[0])), rest)
+    return ((0, ''), rest)
+
+  return sorted(groups.values(), key=order)
+
+
+# ============================================================================ markdown
+
+
+def _pct(x: float) -> float:
+  return 100 * x
+
+
+def format_summary(s: Summary, scale: float = 1.0, digits: int = 2) -> str:
+  """'12.34 ± 0.56 [10.95, 13.73]'; with one seed only the value ('n=1: no spread')."""
+  if s.n == 0:
+    return '—'
+  if s.n < 2:
+    return f'{scale * s.mean:.{digits}f}'
+  return (f'{scale * s.mean:.{digits}f} ± {scale * s.std:.{digits}f} '
+          f'[{scale * s.ci_low:.{digits}f}, {scale * s.ci_high:.{digits}f}]')
+
+
+def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+  lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  lines += ['| ' + ' | '.join(str(c) for c in row) + ' |' for row in rows]
+  return '\n'.join(lines)
+
+
+def placement_table(groups: Sequence[Group]) -> tuple[str, dict]:
+  """Markdown table, one row per group, plus the numbers as a dict for summary.json."""
+  has_test = any(not math.isnan(run_metrics(r)['test_top1']) for g in groups for r in g.runs)
+  columns = [c for c in TABLE_COLUMNS if has_test or c[0] != 'test_top1']
+  rows, numbers = [], {}
+  for g in groups:
+    row = [g.label, str(len(g.runs)), ', '.join(str(r.seed) for r in g.runs)]
+    numbers[g.label] = {}
+    for key, _, is_acc in columns:
+      s = summarize(list(g.values(key).values()))
+      numbers[g.label][key] = dataclasses.asdict(s)
+      if is_acc:
+        row.append(format_summary(s, 100.0, 2))
+      elif s.n >= 2 and s.std > 0:  # bookkeeping columns: no interval
+        row.append(f'{s.mean:.{NON_ACC_DIGITS[key]}f} ± {s.std:.{NON_ACC_DIGITS[key]}f}')
+      else:
+        row.append('—' if s.n == 0 else f'{s.mean:.{NON_ACC_DIGITS[key]}f}')
+    rows.append(row)
+  header = ['placement', 'n', 'seeds'] + [c[1] for c in columns]
+  return _md_table(header, rows), numbers
+
+
+def comparison_table(groups: Sequence[Group], metric: str = COMPARED_METRIC,
+                     alpha: float = ALPHA) -> tuple[str, list[dict]]:
+  """Paired t-test for every pair of groups, Holm-adjusted over the pairs."""
+  pairs = list(itertools.combinations(groups, 2))
+  tests = [paired_t_test(a.values(metric), b.values(metric)) for a, b in pairs]
+  adjusted = holm_adjust([t.p for t in tests])
+  rows, numbers = [], []
+  for (a, b), t, p_adj in zip(pairs, tests, adjusted):
+    if math.isnan(t.p):
+      verdict = 'n/a (fewer than 2 shared seeds, or every difference equal)'
+    elif p_adj < alpha:
+      verdict = f'**yes** ({a.label if t.mean_diff > 0 else b.label} better)'
+    else:
+      verdict = 'no'
+    ci = '—' if math.isnan(t.ci_low) else f'[{_pct(t.ci_low):+.2f}, {_pct(t.ci_high):+.2f}]'
+    fmt = lambda v, f: '—' if math.isnan(v) else format(v, f)
+    rows.append([a.label, b.label, str(t.n), f'{_pct(t.mean_diff):+.2f}', ci, fmt(t.t, '.2f'),
+                 fmt(t.p, '.4f'), fmt(p_adj, '.4f'), verdict])
+    numbers.append({'a': a.label, 'b': b.label, **dataclasses.asdict(t), 'p_holm': p_adj,
+                    'significant': bool(not math.isnan(p_adj) and p_adj < alpha)})
+  header = ['A', 'B', 'n pairs', 'A − B (pp)', f'{int(CONFIDENCE * 100)}% CI (pp)', 't', 'p',
+            'p (Holm)', f'significant at α={alpha}']
+  return _md_table(header, rows), numbers
+
+
+def _seed_count(groups: Sequence[Group]) -> str:
+  counts = sorted({len(g.runs) for g in groups}) or [0]
+  return str(counts[0]) if counts[0] == counts[-1] else f'{counts[0]}–{counts[-1]}'
+
+
+def runs_table(runs: Sequence[Run]) -> str:
+  rows = []
+  for r in sorted(runs, key=lambda r: (_placement_rank(r.placement), r.workdir, r.seed)):
+    m = run_metrics(r)
+    acc = lambda k: '—' if math.isnan(m[k]) else f'{_pct(m[k]):.2f}'
+    steps = f'{r.last_step}' + (f'/{r.total_steps}' if r.total_steps else '')
+    rows.append([f'`{r.workdir}`', r.placement, str(r.seed), r.status + (f' ({r.note})' if r.note
+                                                                         else ''),
+                 steps, acc('final_val_top1'), acc('final_val_top5'), acc('best_val_top1'),
+                 acc('test_top1'), f'{m["train_minutes"]:.1f}'])
+  header = ['run', 'placement', 'seed', 'status', 'steps', 'final val top-1', 'final val top-5',
+            'best val top-1', 'test top-1', 'train min']
+  return _md_table(header, rows)
+
+
+def inspection_table(study_dir: str, runs: Sequence[Run]) -> str:
+  """Mean attention distance per layer (averaged over heads) of the runs vit_jax.inspect saw."""
+  rows = []
+  for r in sorted(runs, key=lambda r: (_placement_rank(r.placement), r.seed, r.workdir)):
+    summary = _read_json(os.path.join(study_dir, r.workdir, INSPECT_DIR, 'inspect.json'))
+    if not summary or 'mean_attention_distance' not in summary:
+      continue
+    per_layer = np.mean(np.asarray(summary['mean_attention_distance']), axis=1)
+    figures = ', '.join(f'[{os.path.splitext(f)[0]}]({r.workdir}/{INSPECT_DIR}/{f})'
+                        for f in summary.get('figures', []))
+    rows.append([f'`{r.workdir}`', r.placement, str(r.seed),
+                 f'{_pct(summary.get("top1", math.nan)):.2f}',
+                 ' / '.join(f'{d:.1f}' for d in per_layer), figures])
+  if not rows:
+    return ''
+  header = ['run', 'placement', 'seed', 'top-1 (%)',
+            'mean attention distance per layer (px, layer 1 / 2 / …)', 'figures']
+  return _md_table(header, rows)
+
+
+# ============================================================================ figures
+
+
+def _pyplot():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def _integer_locator():
+  from matplotlib import ticker  # pylint: disable=g-import-not-at-top
+  return ticker.MaxNLocator(integer=True)
+
+
+def mean_curve(runs: Sequence[Run], split: str, key: str
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(steps, mean, std) over the runs at the steps every run logged (std 0 for one run)."""
+  series = []
+  for r in runs:
+    series.append({int(rec['step']): float(rec[key]) for rec in r.metrics.get(split, [])
+                   if key in rec})
+  if not series:
+    return np.zeros(0), np.zeros(0), np.zeros(0)
+  steps = sorted(set.intersection(*(set(s) for s in series)))
+  values = np.asarray([[s[t] for t in steps] for s in series], np.float64)
+  std = values.std(axis=0, ddof=1) if len(series) > 1 else np.zeros(len(steps))
+  return np.asarray(steps), values.mean(axis=0), std
+
+
+def plot_curves(groups: Sequence[Group], path: str, title: str) -> None:
+  """Loss and top-1, train and val, against step: mean over seeds with a ±1 std band."""
+  plt = _pyplot()
+  fig, axes = plt.subplots(2, 2, figsize=CURVE_FIGSIZE)
+  panels = [(axes[0, 0], 'train', 'loss', 'training loss'),
+            (axes[0, 1], 'val', 'loss', 'validation loss'),
+            (axes[1, 0], 'train', 'top1', 'training top-1 (%)'),
+            (axes[1, 1], 'val', 'top1', 'validation top-1 (%)')]
+  colors = plt.get_cmap('tab10' if len(groups) <= 10 else 'tab20')
+  for ax, split, key, name in panels:
+    scale = 100.0 if key == 'top1' else 1.0
+    for i, g in enumerate(groups):
+      steps, mean, std = mean_curve(g.runs, split, key)
+      if not len(steps):
+        continue
+      color = colors(i % colors.N)
+      ax.plot(steps, scale * mean, color=color, label=f'{g.label} (n={len(g.runs)})',
+              marker='o' if split == 'val' else None, markersize=3)
+      ax.fill_between(steps, scale * (mean - std), scale * (mean + std), color=color, alpha=0.2,
+                      linewidth=0)
+    ax.set_title(name)
+    ax.xaxis.set_major_locator(_integer_locator())
+    ax.set_xlabel('step')
+    ax.set_ylabel(name)
+    ax.grid(alpha=0.3)
+  axes[0, 0].legend(fontsize=9, title='placement (band: ±1 std over seeds)', title_fontsize=9)
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=FIG_DPI)
+  plt.close(fig)
+
+
+def plot_learning_rate(groups: Sequence[Group], path: str, title: str) -> None:
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=LR_FIGSIZE)
+  styles = ('-', '--', ':', '-.')
+  curves = []
+  for i, g in enumerate(groups):
+    steps, mean, _ = mean_curve(g.runs[:1], 'train', 'lr')
+    if len(steps):
+      ax.plot(steps, mean, linestyle=styles[i % len(styles)], label=g.label)
+      curves.append((tuple(steps), tuple(mean)))
+  if len(curves) > 1 and len(set(curves)) == 1:
+    title += '\n(the same schedule for every placement: the lines coincide)'
+  ax.xaxis.set_major_locator(_integer_locator())
+  ax.set_xlabel('step')
+  ax.set_ylabel('learning rate (at the logged step)')
+  ax.set_title(title)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=9)
+  fig.tight_layout()
+  fig.savefig(path, dpi=FIG_DPI)
+  plt.close(fig)
+
+
+def plot_final_accuracy(groups: Sequence[Group], path: str, title: str) -> None:
+  """Bars = mean over seeds, whiskers = 95% t-interval, dots = individual seeds."""
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, 2, figsize=BAR_FIGSIZE)
+  x = np.arange(len(groups))
+  colors = plt.get_cmap('tab10' if len(groups) <= 10 else 'tab20')
+  for ax, key, name in ((axes[0], 'final_val_top1', 'final validation top-1 (%)'),
+                        (axes[1], 'final_val_top5', 'final validation top-5 (%)')):
+    for i, g in enumerate(groups):
+      values = np.asarray(list(g.values(key).values())) * 100
+      s = summarize(values)
+      err = None if s.n < 2 else [[s.mean - s.ci_low], [s.ci_high - s.mean]]
+      ax.bar(i, s.mean, color=colors(i % colors.N), alpha=0.75, yerr=err, capsize=6)
+      jitter = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(1)
+      ax.scatter(i + jitter, values, color='black', s=14, zorder=3)
+      top = max([s.mean, *values] + ([s.ci_high] if s.n >= 2 else []))
+      ax.annotate(f'{s.mean:.2f}', (i, top), textcoords='offset points', xytext=(0, 5),
+                  ha='center', fontsize=9, fontweight='bold')
+    ax.set_xticks(x, [g.label for g in groups], rotation=20 if len(groups) > 4 else 0,
+                  ha='right' if len(groups) > 4 else 'center', fontsize=9)
+    ax.set_xlabel('norm placement')
+    ax.set_ylabel(name)
+    ax.set_title(f'{name}\nbars: mean, whiskers: {int(CONFIDENCE * 100)}% CI, dots: seeds',
+                 fontsize=10)
+    ax.grid(axis='y', alpha=0.3)
+  fig.suptitle(title)
+  fig.tight_layout()
+  fig.savefig(path, dpi=FIG_DPI)
+  plt.close(fig)
+
+
+# ============================================================================ the report
+
+
+def build_report(study_dir: str, alpha: float = ALPHA) -> dict:
+  """Writes report.md, the figures and summary.json into `study_dir`; returns the summary."""
+  runs = find_runs(study_dir)
+  if not runs:
+    raise FileNotFoundError(
+        f'No runs under {study_dir} (looked for folders with {CONFIG_FILE} or {METRICS_FILE}). '
+        'Run the sweep first, or pass the folder that holds the run folders.')
+  finished = [r for r in runs if r.status == 'finished']
+  fields = varying_fields(finished)
+  groups = group_runs(finished, fields)
+  sweep_plan = _read_json(os.path.join(study_dir, SWEEP_FILE)) or {}
+  title = f'Norm-placement study: {study_dir.rstrip("/")}'
+
+  figures = []
+  if groups:
+    for fname, plot in (('curves.png', plot_curves), ('learning_rate.png', plot_learning_rate),
+                        ('final_accuracy.png', plot_final_accuracy)):
+      plot(groups, os.path.join(study_dir, fname), title)
+      figures.append(fname)
+
+  table, numbers = placement_table(groups)
+  comparisons, tests = comparison_table(groups, alpha=alpha)
+  counts = {s: sum(r.status == s for r in runs)
+            for s in ('finished', 'incomplete', 'failed', 'not started')}
+  lines = [f'# {title}', '']
+  if sweep_plan:
+    lines += [f'Sweep: `{sweep_plan.get("command", "")}`', '']
+  lines += [f'{len(runs)} runs: ' + ', '.join(f'{v} {k}' for k, v in counts.items() if v) + '.',
+            'Conditions differ in: ' + (', '.join(f'`{f}`' for f in fields) or
+                                        'nothing (one condition)') +
+            '; the seed is the replicate.', '']
+  lines += ['## Results per placement', '',
+            f'Mean ± sample std over seeds [{int(CONFIDENCE * 100)}% confidence interval of the '
+            'mean, t distribution with n−1 degrees of freedom]; finished runs only. '
+            '*final* = the last validation evaluation (end of training); *best* = the maximum over all '
+            'validation evaluations (optimistic: chosen on the same data). With one seed there is '
+            'no spread and no interval.', '', table or '(no finished runs yet)', '']
+  if groups:
+    best = max(groups, key=lambda g: summarize(list(g.values(COMPARED_METRIC).values())).mean)
+    lines += [f'Highest mean final val top-1: **{best.label}**.', '']
+  lines += ['## Which differences are significant', '',
+            f'Final val top-1, two-sided paired t-test over the seeds both conditions ran (the '
+            f'same seed gives the same data order and initialisation key). p-values are '
+            f'Holm-adjusted over the {len(tests)} pair{"s" if len(tests) != 1 else ""}; '
+            f'"significant" means adjusted p < {alpha}. With {_seed_count(groups)} seeds only '
+            'large, consistent differences can be significant: no significance is not evidence '
+            'of no effect.', '',
+            comparisons if tests else '(needs at least two conditions with finished runs)', '']
+  if figures:
+    lines += ['## Figures', '']
+    lines += [f'![{os.path.splitext(f)[0]}]({f})' for f in figures]
+    lines += ['']
+  inspect_md = inspection_table(study_dir, finished)
+  if inspect_md:
+    lines += ['## Inspected runs (`python -m vit_jax.inspect`)', '', inspect_md, '']
+  lines += ['## Runs', '', runs_table(runs), '']
+  with open(os.path.join(study_dir, 'report.md'), 'w') as f:
+    f.write('\n'.join(lines))
+
+  summary = {'study_dir': os.path.abspath(study_dir), 'varying_fields': fields,
+             'groups': numbers, 'comparisons': tests, 'metric_compared': COMPARED_METRIC,
+             'alpha': alpha, 'confidence': CONFIDENCE, 'figures': figures,
+             'runs': [{'workdir': r.workdir, 'placement': r.placement, 'seed': r.seed,
+                       'status': r.status, 'note': r.note, **run_metrics(r)} for r in runs]}
+  with open(os.path.join(study_dir, 'summary.json'), 'w') as f:
+    json.dump(summary, f, indent=2, default=str)
+  return summary
+
+
+def main(argv: Sequence[str]) -> int:
+  usage = 'usage: python -m vit_jax.report STUDY_DIR [--alpha=0.05]'
+  args = [a for a in argv[1:] if not a.startswith('--')]
+  alpha = ALPHA
+  for a in argv[1:]:
+    if a.startswith('--alpha='):
+      alpha = float(a.split('=', 1)[1])
+    elif a.startswith('--'):
+      print(f'unknown option {a}\n{usage}', file=sys.stderr)
+      return 2
+  if len(args) != 1:
+    print(usage, file=sys.stderr)
+    return 2
+  try:
+    build_report(args[0], alpha)
+  except FileNotFoundError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  print(f'wrote {os.path.join(args[0], "report.md")}')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main(sys.argv))
