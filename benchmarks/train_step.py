@@ -1,0 +1,391 @@
+"""Train-step throughput, MFU and memory of our jitted step, against the seeds' Keras model and timm.
+
+    python benchmarks/train_step.py [--configs=seed000,seed001,vit_s16,vit_b16,cifar_p4]
+        [--dtypes=float32,bfloat16] [--peers=keras,timm] [--steps=5] [--warmup=2]
+        [--batch_size=N] [--modes=default] [--set=model.remat=True ...]
+
+Prints one table row per (config, dtype, mode): our images/sec (best step of `--steps` after
+`--warmup` untimed steps), model FLOPs utilisation, estimated peak device memory, compile time,
+then each peer's images/sec on the same shapes and our/peer ratio. Everything runs in this one
+invocation on whatever device JAX sees (CPU here; GPU/TPU when present); the peers run in
+subprocesses (`benchmarks/peers.py`), one per row, so their thread pools do not share a process
+with XLA's.
+
+What is timed (ours): `vit_jax.train.jit_train_step` exactly as `train.py` builds it (forward,
+loss, backward, AdamW update, metrics; state donated), on a fixed random device batch of the
+config's input shape. The input pipeline is NOT included (see benchmarks/input_pipeline.py); for
+the seed configs the images enter at the model's input size (224 / 72 px) unless the config
+resizes on the device (`model.input_resize`, see vit_jax/models.py), in which case they enter at
+32 px and the upsample is part of the timed step. The peers take images at the model's input
+size, augmentation excluded (see benchmarks/peers.py).
+
+Timing: wall-clock per step (block_until_ready on the step's outputs), best of `--steps`; the
+process CPU time per image is printed too: on a shared machine, cores x CPU-s/img is the
+load-independent cost, and the load average is printed at the start and the end.
+
+MFU: model FLOPs / step time / measured peak. Model FLOPs are counted analytically from the
+shapes (matmuls and attention only: patch embedding, q/k/v/out projections, QK^T and AV, MLP,
+head) x 3 for forward + backward (the usual convention; the input gradient of the patch embedding
+is not actually computed). The peak is measured in the same run: the best of several
+`jnp.dot(a, b)` on N x N matrices (N = 2048 and 4096) in the row's dtype. XLA's own count
+(`compiled.cost_analysis()['flops']`, which includes the optimizer and elementwise work) is
+printed alongside as a check.
+
+Memory: on GPU/TPU `device.memory_stats()['peak_bytes_in_use']` after the row (the process-wide
+peak so far, so rows are run smallest-first where it matters); on CPU memory_stats() is None, so
+the column is XLA's compiled estimate, arguments + outputs - donated aliases + temporaries
+(`compiled.memory_analysis()`), marked "(est)".
+
+Configs (`--configs`):
+  seed000   configs/baseline.py: seed 000's model (pre-LN, as the Keras code), 224 px / patch 32
+  seed001   configs/keras_tutorial.py: 72 px / patch 6, 4 layers, batch 64
+  vit_s16   ViT-S/16 at 224, token head, 100 classes
+  vit_b16   ViT-B/16 at 224, token head, 100 classes
+  cifar_p4  configs/cpu_fast.py: the 32 px / patch 4 CIFAR model of the fast CPU recipe
+On CPU, ViT-S/16 and ViT-B/16 run at batch 32 / 8 (printed in the table); elsewhere at the
+config's batch size. `--batch_size` overrides every row.
+
+Modes (`--modes`, comma-separated; rows for each): default (the config as is), remat
+(`model.remat=True`), scan (`model.scan=True`), scan+remat.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+CONFIGS = ('seed000', 'seed001', 'vit_s16', 'vit_b16', 'cifar_p4')
+MODES = {'default': {}, 'remat': {'model.remat': True}, 'scan': {'model.scan': True},
+         'scan+remat': {'model.scan': True, 'model.remat': True}}
+CPU_BATCH = {'vit_s16': 32, 'vit_b16': 8}  # on CPU only; elsewhere the config's batch size
+NUM_CLASSES = 100
+
+
+def load_config(name: str):
+  """The ml_collections config of a benchmark row."""
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  from configs import common  # pylint: disable=g-import-not-at-top
+
+  def from_file(fname):
+    spec = importlib.util.spec_from_file_location(fname, os.path.join(ROOT, 'configs', fname + '.py'))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+  if name == 'seed000':
+    return from_file('baseline')
+  if name == 'seed001':
+    return from_file('keras_tutorial')
+  if name == 'cifar_p4':
+    return from_file('cpu_fast')
+  if name in ('vit_s16', 'vit_b16'):
+    config = common.get_config()
+    config.model.variant = 'S/16' if name == 'vit_s16' else 'B/16'
+    config.model.classifier = 'token'
+    config.data.image_size = 224
+    config.batch_size = 256
+    config.weight_decay = 1e-4
+    return config
+  raise ValueError(f'Unknown config {name!r}; valid: {", ".join(CONFIGS)}')
+
+
+def set_value(config, dotted: str, value: Any) -> None:
+  *path, leaf = dotted.split('.')
+  node = config
+  for p in path:
+    node = node[p]
+  old = node[leaf]
+  if isinstance(value, str) and not isinstance(old, str):
+    import ast  # pylint: disable=g-import-not-at-top
+    try:
+      value = ast.literal_eval(value)
+    except (ValueError, SyntaxError):
+      pass
+  node[leaf] = value
+
+
+# ----------------------------------------------------------------------------- FLOPs
+def model_shape(config) -> dict:
+  """The model's shapes after `variant` expansion (what the FLOP count and the peers need)."""
+  from vit_jax import models  # pylint: disable=g-import-not-at-top
+  fields = dict(config.model)
+  if fields.get('variant'):
+    fields.update(models.parse_variant(fields['variant']))
+  image = config.data.image_size
+  input_resize = fields.get('input_resize') or 0
+  size = input_resize or image
+  p = fields['patch_size']
+  hidden, heads = fields['hidden_size'], fields['num_heads']
+  head_dim = fields.get('head_dim') or hidden // heads
+  mlp = fields['mlp_dim']
+  mlp = (mlp,) if isinstance(mlp, int) else tuple(mlp)
+  return dict(image_size=size, input_size=image, patch_size=p, hidden_size=hidden,
+              num_layers=fields['num_layers'], num_heads=heads, head_dim=head_dim, mlp_dims=mlp,
+              mlp_activate_output=bool(fields['mlp_activate_output']),
+              classifier=fields['classifier'], head_hidden_sizes=tuple(fields['head_hidden_sizes']),
+              representation_size=fields.get('representation_size'),
+              dropout_rate=fields['dropout_rate'],
+              attention_dropout_rate=fields['attention_dropout_rate'],
+              head_dropout_rate=fields['head_dropout_rate'])
+
+
+def model_flops_per_example(s: dict) -> float:
+  """Forward matmul + attention FLOPs of one example (2 per multiply-add)."""
+  grid = s['image_size'] // s['patch_size']
+  n = grid * grid
+  t = n + (1 if s['classifier'] == 'token' else 0)
+  d, w = s['hidden_size'], s['num_heads'] * s['head_dim']
+  f = 2 * n * s['patch_size']**2 * 3 * d                      # patch embedding
+  per_layer = 2 * t * d * 3 * w + 2 * 2 * t * t * w + 2 * t * w * d  # qkv, QK^T + AV, out
+  widths = (d,) + s['mlp_dims'] + (d,)
+  per_layer += sum(2 * t * a * b for a, b in zip(widths[:-1], widths[1:]))
+  f += s['num_layers'] * per_layer
+  width = n * d if s['classifier'] == 'flatten' else d
+  for units in ((s['representation_size'],) if s['representation_size'] else ()) + \
+      s['head_hidden_sizes'] + (NUM_CLASSES,):
+    f += 2 * width * units
+    width = units
+  return float(f)
+
+
+# ----------------------------------------------------------------------------- device facts
+def load_average() -> str:
+  try:
+    return ' / '.join(f'{x:.2f}' for x in os.getloadavg())
+  except OSError:
+    return 'n/a'
+
+
+def measure_peak(dtype: str, sizes=(2048, 4096), repeats: int = 3) -> float:
+  """Best FLOP/s of a jitted N x N matmul in `dtype` (the MFU denominator)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  best = 0.0
+  f = jax.jit(lambda a, b: jnp.dot(a, b, preferred_element_type=a.dtype))
+  for n in sizes:
+    a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32).astype(dtype)
+    b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32).astype(dtype)
+    f(a, b).block_until_ready()
+    for _ in range(repeats):
+      t0 = time.perf_counter()
+      f(a, b).block_until_ready()
+      dt = time.perf_counter() - t0
+      best = max(best, 2 * n**3 / dt)
+      if dt > 5:  # slow dtype on this device (e.g. bf16 without native CPU support)
+        break
+  return best
+
+
+def device_summary() -> str:
+  import jax  # pylint: disable=g-import-not-at-top
+  d = jax.devices()[0]
+  return f'{jax.device_count()} x {d.device_kind} ({d.platform}); {os.cpu_count()} CPUs'
+
+
+# ----------------------------------------------------------------------------- ours
+@dataclasses.dataclass
+class Result:
+  img_per_sec: float
+  step_times: list
+  cpu_per_img: float
+  compile_s: float
+  memory_bytes: float
+  memory_kind: str
+  xla_flops: float
+
+
+def time_ours(config, batch_size: int, steps: int, warmup: int) -> Result:
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  from vit_jax import models, optim, train  # pylint: disable=g-import-not-at-top
+
+  config.batch_size = batch_size
+  config.total_steps = max(config.total_steps, 1000)
+  model = models.create_model(config.model, NUM_CLASSES)
+  mesh = train.create_mesh()
+  image_shape = (config.data.image_size, config.data.image_size, 3)
+  params = jax.eval_shape(lambda: model.init({'params': jax.random.key(0)},
+                                             jnp.zeros((1, *image_shape)))['params'])
+  tx = optim.create_optimizer(config, params, config.total_steps)
+  init = jax.jit(functools.partial(train.create_train_state, model, tx, image_shape=image_shape,
+                                   use_ema=config.ema_decay > 0),
+                 out_shardings=train.replicated(mesh))
+  state = init(jax.random.key_data(jax.random.key(config.seed)))
+  state_sharding = jax.tree.map(lambda x: x.sharding, state)
+  step = train.jit_train_step(model, tx, config, mesh, state_sharding)
+  rng = np.random.default_rng(0)
+  host = {'image': rng.normal(size=(batch_size, *image_shape)).astype(np.float32),
+          'label': rng.integers(0, NUM_CLASSES, size=batch_size).astype(np.int32)}
+  batch = next(train.device_batches(iter([host]), mesh))
+
+  t0 = time.perf_counter()
+  compiled = step.lower(state, batch).compile()
+  compile_s = time.perf_counter() - t0
+  try:
+    xla_flops = float(compiled.cost_analysis()['flops'])
+  except Exception:  # pylint: disable=broad-except
+    xla_flops = float('nan')
+  mem = compiled.memory_analysis()
+  est = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes +
+         mem.temp_size_in_bytes) if mem is not None else float('nan')
+
+  for _ in range(warmup):
+    state, metrics = compiled(state, batch)
+  jax.block_until_ready((state, metrics))
+  times, cpus = [], []
+  for _ in range(steps):
+    t0, c0 = time.perf_counter(), time.process_time()
+    state, metrics = compiled(state, batch)
+    jax.block_until_ready(metrics)
+    times.append(time.perf_counter() - t0)
+    cpus.append(time.process_time() - c0)
+  loss = float(metrics['loss'])
+  if not np.isfinite(loss):
+    raise FloatingPointError(f'non-finite loss {loss} in the benchmark step')
+
+  stats = jax.devices()[0].memory_stats()
+  if stats and 'peak_bytes_in_use' in stats:
+    memory, kind = float(stats['peak_bytes_in_use']), 'peak'
+  else:
+    memory, kind = float(est), 'est'
+  del state, batch
+  return Result(batch_size / min(times), times, min(cpus) / batch_size, compile_s, memory, kind,
+                xla_flops)
+
+
+# ----------------------------------------------------------------------------- peers
+def peer_spec(s: dict) -> dict:
+  return dict(image_size=s['image_size'], patch_size=s['patch_size'], hidden_size=s['hidden_size'],
+              num_layers=s['num_layers'], num_heads=s['num_heads'], head_dim=s['head_dim'],
+              mlp_dim=s['mlp_dims'][0], mlp_activate_output=s['mlp_activate_output'],
+              classifier=s['classifier'], head_hidden_sizes=list(s['head_hidden_sizes']),
+              dropout_rate=s['dropout_rate'], attention_dropout_rate=s['attention_dropout_rate'],
+              head_dropout_rate=s['head_dropout_rate'])
+
+
+def time_peer(framework: str, spec: dict, batch_size: int, dtype: str, steps: int, warmup: int,
+              timeout: float) -> dict:
+  """Runs benchmarks/peers.py in a subprocess; returns its JSON result or {'error': ...}."""
+  cmd = [sys.executable, os.path.join(ROOT, 'benchmarks', 'peers.py'), f'--framework={framework}',
+         f'--spec={json.dumps(spec)}', f'--batch_size={batch_size}', f'--dtype={dtype}',
+         f'--steps={steps}', f'--warmup={warmup}']
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='3', PYTHONWARNINGS='ignore')
+  try:
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env)
+  except subprocess.TimeoutExpired:
+    return {'error': f'timeout after {timeout:.0f}s'}
+  for line in reversed(out.stdout.splitlines()):
+    if line.startswith('{'):
+      return json.loads(line)
+  tail = (out.stderr or out.stdout).strip().splitlines()[-1:] or ['no output']
+  return {'error': tail[0][:120]}
+
+
+# ----------------------------------------------------------------------------- main
+def fmt_bytes(b: float) -> str:
+  if b != b:  # nan
+    return 'n/a'
+  return f'{b / 2**30:.2f} GiB' if b >= 2**30 else f'{b / 2**20:.0f} MiB'
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  parser.add_argument('--configs', default=','.join(CONFIGS))
+  parser.add_argument('--dtypes', default='float32,bfloat16')
+  parser.add_argument('--peers', default='keras,timm', help="comma-separated; '' for none")
+  parser.add_argument('--steps', type=int, default=5)
+  parser.add_argument('--warmup', type=int, default=2)
+  parser.add_argument('--batch_size', type=int, default=0, help='0 = per-config default')
+  parser.add_argument('--modes', default='default', help=f'comma-separated: {", ".join(MODES)}')
+  parser.add_argument('--set', action='append', default=[],
+                      help='config override for every row, e.g. --set=model.attention_impl=xla')
+  parser.add_argument('--peer_timeout', type=float, default=900.0)
+  args = parser.parse_args(argv)
+
+  import jax  # pylint: disable=g-import-not-at-top
+  platform = jax.devices()[0].platform
+  print(f'device: {device_summary()}; jax {jax.__version__}; load average at start: '
+        f'{load_average()}', flush=True)
+  dtypes = [d for d in args.dtypes.split(',') if d]
+  peers = [p for p in args.peers.split(',') if p]
+  peaks = {}
+  for dtype in dtypes:
+    peaks[dtype] = measure_peak(dtype)
+    print(f'measured matmul peak ({dtype}): {peaks[dtype] / 1e9:,.1f} GFLOP/s', flush=True)
+
+  rows = []
+  for name in args.configs.split(','):
+    for mode in args.modes.split(','):
+      for dtype in dtypes:
+        config = load_config(name)
+        for k, v in MODES[mode].items():
+          set_value(config, k, v)
+        for item in args.set:
+          k, v = item.split('=', 1)
+          set_value(config, k, v)
+        set_value(config, 'model.dtype', dtype)
+        batch = args.batch_size or (CPU_BATCH.get(name, config.batch_size) if platform == 'cpu'
+                                    else config.batch_size)
+        shape = model_shape(config)
+        flops = 3 * model_flops_per_example(shape) * batch
+        try:
+          r = time_ours(config, batch, args.steps, args.warmup)
+        except Exception as e:  # pylint: disable=broad-except
+          print(f'{name} {mode} {dtype}: FAILED {type(e).__name__}: {e}', flush=True)
+          continue
+        step_s = batch / r.img_per_sec
+        row = dict(config=name, mode=mode, dtype=dtype, batch=batch, ours=r.img_per_sec,
+                   mfu=flops / step_s / peaks[dtype], tflops=flops / step_s / 1e12,
+                   cpu_ms=1e3 * r.cpu_per_img, memory=f'{fmt_bytes(r.memory_bytes)} ({r.memory_kind})',
+                   compile_s=r.compile_s, model_gflop=flops / 1e9, xla_gflop=r.xla_flops / 1e9)
+        print(f'{name} {mode} {dtype} batch {batch}: {r.img_per_sec:.1f} img/s (steps '
+              f'{", ".join(f"{t:.3f}" for t in r.step_times)} s), {row["cpu_ms"]:.1f} CPU-ms/img, '
+              f'MFU {100 * row["mfu"]:.1f}%, '
+              f'{row["memory"]}, compile {r.compile_s:.1f} s', flush=True)
+        for peer in peers:
+          res = time_peer(peer, peer_spec(shape), batch, dtype, args.steps, args.warmup,
+                          args.peer_timeout)
+          row[peer] = res
+          print(f'  {peer}: {res}', flush=True)
+        rows.append(row)
+
+  print(f'\nload average at end: {load_average()}')
+  head = ('| config | mode | dtype | batch | ours img/s | MFU | model GFLOP/step (XLA) | '
+          'CPU ms/img | peak memory | compile s |')
+  sep = '|---|---|---|---|---|---|---|---|---|---|'
+  for peer in peers:
+    head += f' {peer} img/s | ours/{peer} |'
+    sep += '---|---|'
+  print(head)
+  print(sep)
+  for row in rows:
+    line = (f'| {row["config"]} | {row["mode"]} | {row["dtype"]} | {row["batch"]} | '
+            f'{row["ours"]:.1f} | {100 * row["mfu"]:.1f}% | {row["model_gflop"]:.1f} '
+            f'({row["xla_gflop"]:.1f}) | {row["cpu_ms"]:.1f} | {row["memory"]} | '
+            f'{row["compile_s"]:.0f} |')
+    for peer in peers:
+      res = row.get(peer, {})
+      if 'img_per_sec' in res:
+        line += f' {res["img_per_sec"]:.1f} | {row["ours"] / res["img_per_sec"]:.2f}x |'
+      else:
+        line += f' {res.get("error", "n/a")} | - |'
+    print(line)
+  print(f'\npeak: ' + ', '.join(f'{d} {p / 1e9:,.1f} GFLOP/s' for d, p in peaks.items()) +
+        '; MFU = 3 x analytic forward FLOPs / step time / peak.')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
