@@ -458,3 +458,20 @@ def test_scan_matches_unrolled(remat):
         {'params': p}, IMAGES, train=True, rngs={'dropout': k}))
     a, b = train(stacked, rng(1)), train(stacked, rng(2))
     assert np.isfinite(a).all() and not np.allclose(a, b) and not np.allclose(a, logits)
+
+
+@pytest.mark.parametrize('patch', [1, 4, 8])
+def test_patch_embedding_is_the_strided_conv(patch):
+  """PatchEmbedding (reshape + matmul) computes nn.Conv(kernel=stride=patch, VALID) exactly,
+  and initialises the same parameters to the same values (so seeds and checkpoints carry over)."""
+  x = jax.random.normal(jax.random.key(0), (2, 16, 24, 3))
+  conv = models.nn.Conv(5, (patch, patch), strides=(patch, patch), padding='VALID')
+  ours = models.PatchEmbedding(5, patch)
+  rng = jax.random.key(1)
+  conv_params, our_params = conv.init(rng, x), ours.init(rng, x)
+  assert jax.tree.map(jnp.shape, conv_params) == jax.tree.map(jnp.shape, our_params)
+  np.testing.assert_array_equal(conv_params['params']['kernel'], our_params['params']['kernel'])
+  params = jax.tree.map(lambda a: a + jax.random.normal(jax.random.key(2), a.shape), conv_params)
+  expected = conv.apply(params, x)
+  assert expected.shape == (2, 16 // patch, 24 // patch, 5)
+  np.testing.assert_allclose(ours.apply(params, x), expected, rtol=1e-5, atol=1e-5)

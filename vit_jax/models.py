@@ -329,6 +329,31 @@ class StdConv(nn.Module):
         dimension_numbers=('NHWC', 'HWIO', 'NHWC'))  # [batch, h / stride, w / stride, features]
 
 
+class PatchEmbedding(nn.Module):
+  """The strided patch convolution (kernel = stride = patch, VALID), computed as one matmul.
+
+  Why not `nn.Conv`: the result, parameter names (`kernel` [p, p, in, features], `bias`) and
+  initialisation are nn.Conv's (tested), but the convolution's windows do not overlap, so they are
+  a reshape of the image and the patches go straight into one GEMM, with no convolution
+  algorithm for XLA to pick per backend.
+  """
+  features: int
+  patch_size: int
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: Array) -> Array:  # x: [batch, H, W, C]
+    p = self.patch_size
+    n, h, w, c = x.shape
+    kernel = self.param('kernel', nn.initializers.lecun_normal(), (p, p, c, self.features),
+                        self.param_dtype)
+    bias = self.param('bias', nn.initializers.zeros, (self.features,), self.param_dtype)
+    patches = x.astype(self.dtype).reshape(n, h // p, p, w // p, p, c)  # [batch, gh, p, gw, p, C]
+    y = jnp.einsum('nhuwvc,uvcd->nhwd', patches, kernel.astype(self.dtype))
+    return y + bias.astype(self.dtype)  # [batch, gh, gw, features]
+
+
 class ResidualUnit(nn.Module):
   """Bottleneck unit (not pre-activation): 1x1 -> 3x3 (stride) -> 1x1 (x4), GroupNorm after each."""
   features: int
@@ -572,9 +597,8 @@ class VisionTransformer(nn.Module):
               f'{resnet_stride(self.resnet_layers)})' if self.resnet_layers else f'image size {h}x{w}')
       raise ValueError(f'{what} is not divisible by patch_size={self.patch_size}')
 
-    x = nn.Conv(self.hidden_size, (self.patch_size, self.patch_size),
-                strides=(self.patch_size, self.patch_size), padding='VALID',
-                dtype=dtype, param_dtype=param_dtype, name='embedding')(x)
+    x = PatchEmbedding(self.hidden_size, self.patch_size, dtype=dtype, param_dtype=param_dtype,
+                       name='embedding')(x)
     n, gh, gw, c = x.shape  # [batch, gh, gw, hidden]
     x = x.reshape(n, gh * gw, c)  # [batch, tokens, hidden]
     if self.classifier == 'token':
