@@ -10,7 +10,7 @@ untouched unless `sweep.eval_test=True`).
   python -m vit_jax.sweep --config=configs/study.py --workdir=runs/study --dry_run  # commands
 
 Runtime: 12 runs of ~4.5 M images (17,580 steps) each; not measured on a GPU in this project
-yet (on 2 CPU cores this model trains at ~110 img/s: 11 hours a run). Extra axes, e.g. depth ×
+yet (on 2 CPU cores, many hours a run: use configs/study_cpu.py there). Extra axes, e.g. depth ×
 learning rate:
   --config.sweep.extra_axes='model.num_layers=6,12;learning_rate=1e-3,3e-4'
 """
