@@ -475,3 +475,23 @@ def test_patch_embedding_is_the_strided_conv(patch):
   expected = conv.apply(params, x)
   assert expected.shape == (2, 16 // patch, 24 // patch, 5)
   np.testing.assert_allclose(ours.apply(params, x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize('rate', [0.1, 0.5])
+def test_dropout_rate_and_scale(rate):
+  """16-bit Dropout: drops `rate` of the elements, scales the rest by 1/keep, so the mean is
+  kept; identity when deterministic; works for odd sizes; all zeros at rate 1."""
+  x = np.ones((3, 101, 67), np.float32)  # odd number of elements
+  drop = models.Dropout(rate)
+  out = np.asarray(drop.apply({}, x, deterministic=False, rngs={'dropout': rng(0)}))
+  dropped = out == 0
+  assert abs(dropped.mean() - rate) < 0.01
+  keep = 1 - round(rate * 2**16) / 2**16
+  np.testing.assert_allclose(out[~dropped], 1 / keep, rtol=1e-6)
+  assert abs(out.mean() - 1.0) < 0.02
+  other = np.asarray(drop.apply({}, x, deterministic=False, rngs={'dropout': rng(1)}))
+  assert (dropped != (other == 0)).any()  # another key, another mask
+  np.testing.assert_array_equal(drop.apply({}, x, deterministic=True), x)
+  np.testing.assert_array_equal(
+      models.Dropout(1.0).apply({}, x, deterministic=False, rngs={'dropout': rng(0)}), 0.0)
+

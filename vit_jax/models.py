@@ -110,6 +110,7 @@ RESNET_VARIANTS: dict[tuple[str, int], tuple[int, ...]] = {
 }
 
 SINCOS_TEMPERATURE = 10_000.0
+_DROPOUT_LEVELS = 2**16  # resolution of Dropout's keep probability (16 random bits)
 
 
 # ----------------------------------------------------------------------------- norm placement
@@ -234,6 +235,32 @@ class AddPositionEmbs(nn.Module):
     return x + pe.astype(x.dtype)
 
 
+class Dropout(nn.Module):
+  """Inverted dropout drawing 16 random bits per element instead of flax's 32.
+
+  Why: on CPU the threefry bit generator is most of dropout's cost, and the seed configs draw
+  tens of millions of masks per step (attention weights included). One uint32 draw is split into
+  two uint16 halves, halving the generator's work. An element is kept when its 16 bits are
+  >= round(rate * 2^16) and scaled by 1 / (that exact keep probability), so the output is
+  unbiased; the drop probability differs from `rate` by at most 2^-17. Measured on 2 CPU cores
+  (benchmarks/train_step.py, dropout 0.1 everywhere): seed 001's step 69 -> 82 img/s, seed 000's
+  113 -> 120 img/s.
+  """
+  rate: float
+
+  @nn.compact
+  def __call__(self, x: Array, *, deterministic: bool) -> Array:
+    if deterministic or self.rate == 0:
+      return x
+    if self.rate >= 1:
+      return jnp.zeros_like(x)
+    threshold = round(self.rate * _DROPOUT_LEVELS)
+    keep_prob = 1.0 - threshold / _DROPOUT_LEVELS
+    words = jax.random.bits(self.make_rng('dropout'), ((x.size + 1) // 2,), jnp.uint32)
+    bits = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(-1)[:x.size].reshape(x.shape)
+    return jnp.where(bits >= threshold, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros_like(x))
+
+
 class DropPath(nn.Module):
   """Stochastic depth: drops a residual branch per example; `rate` may be traced (scan)."""
 
@@ -269,7 +296,7 @@ class MultiHeadDotProductAttention(nn.Module):
       logits = jnp.einsum('bqhd,bkhd->bhqk', q, k).astype(jnp.float32) / math.sqrt(self.head_dim)
       weights = jax.nn.softmax(logits, axis=-1)  # [batch, heads, tokens, tokens]
       self.sow('intermediates', 'attention_weights', weights)
-      weights = nn.Dropout(self.dropout_rate)(weights, deterministic=not train)
+      weights = Dropout(self.dropout_rate)(weights, deterministic=not train)
       y = jnp.einsum('bhqk,bkhd->bqhd', weights.astype(v.dtype), v)
     else:
       impl = None if self.implementation == 'xla' else self.implementation
@@ -297,11 +324,11 @@ class MlpBlock(nn.Module):
         dtype=self.dtype, param_dtype=self.param_dtype)
     out_width = x.shape[-1]
     for w in widths:
-      x = nn.Dropout(self.dropout_rate)(nn.gelu(dense(w)(x)), deterministic=not train)
+      x = Dropout(self.dropout_rate)(nn.gelu(dense(w)(x)), deterministic=not train)
     x = dense(out_width)(x)
     if self.activate_output:
       x = nn.gelu(x)
-    return nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+    return Dropout(self.dropout_rate)(x, deterministic=not train)
 
 
 def weight_standardize(w: Array, axis: Sequence[int], eps: float) -> Array:
@@ -335,7 +362,8 @@ class PatchEmbedding(nn.Module):
   Why not `nn.Conv`: the result, parameter names (`kernel` [p, p, in, features], `bias`) and
   initialisation are nn.Conv's (tested), but the convolution's windows do not overlap, so they are
   a reshape of the image and the patches go straight into one GEMM, with no convolution
-  algorithm for XLA to pick per backend.
+  algorithm for XLA to pick per backend. Measured on 2 CPU cores (benchmarks/train_step.py):
+  seed 000's step (224px, patch 32) 85 -> 113 img/s; no change at 72px / patch 6.
   """
   features: int
   patch_size: int
@@ -441,7 +469,7 @@ class Encoder1DBlock(nn.Module):
           dropout_rate=self.attention_dropout_rate, implementation=self.attention_impl,
           dtype=self.dtype, param_dtype=self.param_dtype,
           name='MultiHeadDotProductAttention_1')(y, train=train)
-      return nn.Dropout(self.dropout_rate)(y, deterministic=not train)
+      return Dropout(self.dropout_rate)(y, deterministic=not train)
 
     def mlp(y):
       return MlpBlock(self.mlp_dim, activate_output=self.mlp_activate_output,
@@ -493,7 +521,7 @@ class Encoder(nn.Module):
       pe = posemb_sincos_2d(*grid, x.shape[-1])
       pe = np.pad(pe, ((0, 0), (x.shape[1] - pe.shape[1], 0), (0, 0)))
       x = x + jnp.asarray(pe, x.dtype)
-    x = nn.Dropout(self.dropout_rate)(x, deterministic=not train)
+    x = Dropout(self.dropout_rate)(x, deterministic=not train)
 
     block_kwargs = dict(
         num_heads=self.num_heads, head_dim=self.head_dim, mlp_dim=self.mlp_dim,
@@ -629,11 +657,11 @@ class VisionTransformer(nn.Module):
       x = jnp.tanh(nn.Dense(self.representation_size, dtype=dtype, param_dtype=param_dtype,
                             name='pre_logits')(x))
     # Seed head: Dropout on the pooled features, then [Dense+GELU+Dropout] per hidden size.
-    x = nn.Dropout(self.head_dropout_rate)(x, deterministic=not train)
+    x = Dropout(self.head_dropout_rate)(x, deterministic=not train)
     for j, width in enumerate(self.head_hidden_sizes):
       x = nn.gelu(nn.Dense(width, kernel_init=nn.initializers.xavier_uniform(), dtype=dtype,
                            param_dtype=param_dtype, name=f'head_mlp_{j}')(x))
-      x = nn.Dropout(self.head_dropout_rate)(x, deterministic=not train)
+      x = Dropout(self.head_dropout_rate)(x, deterministic=not train)
     self.sow('intermediates', 'head_input', x)
 
     logits = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
