@@ -1,6 +1,13 @@
 """Training input pipeline throughput (images/sec) on this machine, per recipe.
 
     python benchmarks/input_pipeline.py [--archive=PATH] [--batches=30] [--allocator=bfc|default]
+        [--step_steps=3]
+
+For the recipes that belong to a benchmarked model (seed000_224 -> seed 000's model,
+seed001_72 -> seed 001's, cifar_32 -> configs/cpu_fast.py's) it then times that model's jitted
+train step on the same machine (benchmarks/train_step.py's `time_ours`, after the pipeline so the
+two do not share the cores) and prints pipeline img/s / step img/s: the pipeline keeps up while
+the ratio is > 1, and the goal is >= 5. `--step_steps=0` skips the step.
 
 Reads the real CIFAR-100 train archive (default ../shared/data/cifar-100-binary-train.tar.gz,
 relative to the repository root; the script says so and exits 0 when it is absent). Times only the
@@ -32,6 +39,17 @@ RECIPES = {
 }
 
 
+# Recipe -> the benchmarks/train_step.py config whose input it is.
+RECIPE_MODEL = {'seed000_224': 'seed000', 'seed001_72': 'seed001', 'cifar_32': 'cpu_fast'}
+
+
+def step_images_per_sec(recipe: str, steps: int) -> float:
+  """Images/sec of the train step of the recipe's model (best of `steps`, one untimed step)."""
+  import train_step  # pylint: disable=g-import-not-at-top  (benchmarks/train_step.py)
+  config = train_step.load_config(RECIPE_MODEL[recipe])
+  return train_step.time_ours(config, config.batch_size, steps=steps, warmup=1).img_per_sec
+
+
 def main() -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   parser.add_argument('--archive', default=os.path.join(
@@ -39,9 +57,11 @@ def main() -> int:
   parser.add_argument('--batch_size', type=int, default=256)
   parser.add_argument('--batches', type=int, default=30, help='timed batches per recipe')
   parser.add_argument('--warmup', type=int, default=5, help='untimed batches per recipe')
-  parser.add_argument('--recipes', default='seed000_224,cifar_32,cifar_32_ra',
+  parser.add_argument('--recipes', default='seed000_224,seed001_72,cifar_32,cifar_32_ra',
                       help=f'comma-separated subset of {",".join(RECIPES)}')
   parser.add_argument('--allocator', choices=('bfc', 'default'), default='bfc')
+  parser.add_argument('--step_steps', type=int, default=3,
+                      help='timed train steps per model (0 = do not time the train step)')
   args = parser.parse_args()
 
   if not os.path.exists(args.archive):
@@ -85,10 +105,20 @@ def main() -> int:
         f'1-min load average at the end {load:.1f} on {os.cpu_count()} CPUs.')
   print('img/s: wall clock. img/CPU-s: images per CPU-second used by this process (all threads);'
         ' it does not depend on other load and, times the free cores, bounds img/s elsewhere.')
-  print('\n| recipe | what | batch shape | img/s | img/CPU-s |')
-  print('|---|---|---|---|---|')
+  step_rates = {}
+  if args.step_steps > 0:
+    sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
+    for name, *_ in rows:
+      if name in RECIPE_MODEL:
+        step_rates[name] = step_images_per_sec(name, args.step_steps)
+  print('\n| recipe | what | batch shape | pipeline img/s | img/CPU-s | train step img/s | '
+        'pipeline / step |')
+  print('|---|---|---|---|---|---|---|')
   for name, desc, shape, rate, per_cpu in rows:
-    print(f'| {name} | {desc} | {shape} | {rate:,.0f} | {per_cpu:,.0f} |')
+    step = step_rates.get(name)
+    step_cols = (f'{step:,.1f} ({RECIPE_MODEL[name]}) | {rate / step:,.1f}x' if step
+                 else '— | —')
+    print(f'| {name} | {desc} | {shape} | {rate:,.0f} | {per_cpu:,.0f} | {step_cols} |')
   return 0
 
 
