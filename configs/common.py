@@ -150,3 +150,15 @@ def get_seed000_config(norm_placement: str) -> ml_collections.ConfigDict:
   config.eval_every = 0
   config.checkpoint_every = 500
   return config
+
+
+def get_sweep_config() -> ml_collections.ConfigDict:
+  """The study grid (read by vit_jax.sweep; training ignores it). See vit_jax/sweep.py for syntax."""
+  sweep = ml_collections.ConfigDict()
+  sweep.norm_placements = ('pre', 'post', 'addnorm', 'sandwich')  # presets or 'attn:..,mlp:..'
+  sweep.seeds = (0, 1, 2)
+  sweep.extra_axes = ''              # 'field=v1,v2;field2=w1,w2'
+  sweep.eval_test = False            # also run.py --mode=eval on the test split after training
+  sweep.inspect = 'first_seed'       # 'none' | 'first_seed' | 'all': runs that get figures
+  sweep.report = True                # python -m vit_jax.report at the end
+  return sweep

@@ -15,8 +15,6 @@ learning rate:
   --config.sweep.extra_axes='model.num_layers=6,12;learning_rate=1e-3,3e-4'
 """
 
-import ml_collections
-
 from configs import common
 
 
@@ -52,17 +50,6 @@ def get_config():
   config.eval_every = 0              # once per epoch
   config.checkpoint_every = 1000
 
-  config.sweep = get_sweep_config()
+  config.sweep = common.get_sweep_config()
   return config
 
-
-def get_sweep_config() -> ml_collections.ConfigDict:
-  """The grid (read by vit_jax.sweep; training ignores it). See vit_jax/sweep.py for syntax."""
-  sweep = ml_collections.ConfigDict()
-  sweep.norm_placements = ('pre', 'post', 'addnorm', 'sandwich')  # presets or 'attn:..,mlp:..'
-  sweep.seeds = (0, 1, 2)
-  sweep.extra_axes = ''              # 'field=v1,v2;field2=w1,w2'
-  sweep.eval_test = False            # also run.py --mode=eval on the test split after training
-  sweep.inspect = 'first_seed'       # 'none' | 'first_seed' | 'all': runs that get figures
-  sweep.report = True                # python -m vit_jax.report at the end
-  return sweep

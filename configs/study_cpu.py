@@ -18,8 +18,6 @@ Measured 2026-11-29 on the idle 2-core VM: 8.8 minutes for the 12 runs, inspecti
 (~45 s per run); results in the README section "The norm-placement study".
 """
 
-import ml_collections
-
 from configs import common
 
 
@@ -49,12 +47,5 @@ def get_config():
   config.eval_every = 100
   config.checkpoint_every = 200
 
-  sweep = ml_collections.ConfigDict()
-  sweep.norm_placements = ('pre', 'post', 'addnorm', 'sandwich')
-  sweep.seeds = (0, 1, 2)
-  sweep.extra_axes = ''
-  sweep.eval_test = False            # the shared archive has no test split
-  sweep.inspect = 'first_seed'
-  sweep.report = True
-  config.sweep = sweep
+  config.sweep = common.get_sweep_config()  # eval_test False: the archive has no test split
   return config

@@ -8,7 +8,7 @@ import sys
 import pytest
 
 import cifar_fixtures
-from configs import study
+from configs import common
 from vit_jax import report
 from vit_jax import sweep
 
@@ -16,7 +16,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _grid(**overrides):
-  config = study.get_sweep_config()
+  config = common.get_sweep_config()
   config.update(overrides)
   return config
 
