@@ -3,6 +3,7 @@
 import itertools
 import math
 import os
+import socket
 
 import cifar_fixtures as fx
 from etils import epath
@@ -416,6 +417,13 @@ def _as_dataset_from(splits):
   return as_dataset
 
 
+@pytest.fixture
+def hosts_resolve(monkeypatch):
+  """tfds.testing.mock_data replaces the download, not the offline DNS pre-check before it."""
+  monkeypatch.setattr(ip, '_unresolvable_download_host', lambda builder: None)
+
+
+@pytest.mark.usefixtures('hosts_resolve')
 def test_tfds_in_memory_matches_archive_stream(archives, data100):
   archive_config = fx.data_config(archive=archives['c100_bin'], crop_padding=4, image_size=40,
                                   rotation=0.02)
@@ -429,6 +437,7 @@ def test_tfds_in_memory_matches_archive_stream(archives, data100):
                         eval_batches(archive_config, 'test', batch=64))
 
 
+@pytest.mark.usefixtures('hosts_resolve')
 def test_tfds_random_mock_data(tmp_path):
   config = fx.data_config(dataset='cifar10', image_size=32, val_fraction=0.2)
   with tfds.testing.mock_data(num_examples=40):
@@ -446,6 +455,7 @@ def test_missing_tfds_dataset_names_both_fixes(tmp_path, monkeypatch):
     raise ConnectionError('no network here')
 
   monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare', no_network)
+  monkeypatch.setattr(ip, '_unresolvable_download_host', lambda builder: None)  # DNS answers
   config = fx.data_config(tfds_data_dir=str(tmp_path / 'empty'))
   with pytest.raises(ip.DatasetError) as e:
     ip.get_dataset_info(config)
@@ -461,6 +471,27 @@ def test_missing_tfds_dataset_names_both_fixes(tmp_path, monkeypatch):
   with pytest.raises(ip.DatasetError, match='tfds_download=False'):
     ip.get_dataset_info(config)
   assert attempts == ['cifar100']
+
+
+def test_offline_fails_fast_without_trying_the_download(tmp_path, monkeypatch):
+  """A download host that does not resolve stops at once, naming the host and both fixes."""
+  attempts = []
+  monkeypatch.setattr(tfds.core.DatasetBuilder, 'download_and_prepare',
+                      lambda self, *a, **k: attempts.append(self.name))
+  looked_up = []
+
+  def no_dns(host, *args, **kwargs):
+    looked_up.append(host)
+    raise socket.gaierror(-2, 'Name or service not known')
+
+  monkeypatch.setattr(socket, 'getaddrinfo', no_dns)
+  with pytest.raises(ip.DatasetError) as e:
+    ip.get_dataset_info(fx.data_config(tfds_data_dir=str(tmp_path / 'empty')))
+  msg = str(e.value)
+  assert attempts == [], 'no download is attempted when the host does not resolve'
+  assert looked_up == ['www.cs.toronto.edu']
+  assert 'the download host www.cs.toronto.edu does not resolve' in msg
+  assert '--config.data.tfds_data_dir=' in msg and '--config.data.archive=' in msg
 
 
 class TinyRaggedImages(tfds.core.GeneratorBasedBuilder):

@@ -48,8 +48,10 @@ import io
 import math
 import os
 import pickle
+import socket
 import tarfile
 import types
+import urllib.parse
 import zlib
 from typing import Callable, Iterator
 
@@ -399,12 +401,34 @@ def _tfds_builder(data_config):
   if not builder.is_prepared():
     if not data_config.tfds_download:
       raise _missing_tfds_error(data_config, builder, 'not prepared; data.tfds_download=False')
+    host = _unresolvable_download_host(builder)
+    if host:  # offline: say so now instead of after TFDS's minutes of retries
+      raise _missing_tfds_error(data_config, builder,
+                                f'the download host {host} does not resolve (no network?)')
     try:  # Users with network get the dataset the usual TFDS way, once.
       builder.download_and_prepare()
     except Exception as e:  # pylint: disable=broad-except  (no network, disk full, ...)
       raise _missing_tfds_error(data_config, builder,
                                 f'download failed: {type(e).__name__}: {str(e)[:300]}') from e
   return builder
+
+
+def _unresolvable_download_host(builder) -> str | None:
+  """The first host of the dataset's recorded download URLs that DNS cannot resolve, or None.
+
+  Why: offline, TFDS retries a download for minutes before failing; a failed name lookup is
+  immediate. Datasets without recorded URLs, or with hosts that resolve, go to TFDS as usual.
+  """
+  try:
+    urls = list(builder.url_infos or ())
+  except Exception:  # pylint: disable=broad-except  (no checksums file: let TFDS decide)
+    return None
+  for host in sorted({urllib.parse.urlparse(u).hostname for u in urls} - {None}):
+    try:
+      socket.getaddrinfo(host, 443)
+    except OSError:
+      return host
+  return None
 
 
 def _missing_tfds_error(data_config, builder, detail: str) -> DatasetError:
