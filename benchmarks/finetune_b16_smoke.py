@@ -16,7 +16,6 @@ Runs on however many devices JAX sees (one on a plain CPU; B/16 replicated 8 tim
 """
 
 import argparse
-import functools
 import os
 import sys
 import tempfile
@@ -83,15 +82,12 @@ def main():
     num_classes = source.info.num_classes
     phase('read CIFAR-100 archive', t)
   model = models.create_model(config.model, num_classes)
-  abstract_params = jax.eval_shape(
-      lambda: model.init({'params': jax.random.key(0)}, jnp.zeros((1, *image_shape)))['params'])
-  tx = optim.create_optimizer(config, abstract_params, config.total_steps)
+  tx = optim.create_optimizer(config, train.abstract_params(model, image_shape),
+                              config.total_steps)
 
   t = time.time()
-  init = jax.jit(functools.partial(train.create_train_state, model, tx, image_shape=image_shape,
-                                   use_ema=config.ema_decay > 0),
-                 out_shardings=train.replicated(mesh))
-  state = init(jax.random.key_data(jax.random.key(config.seed)))
+  state = train.init_train_state(model, tx, config, image_shape, train.replicated(mesh),
+                                 config.seed)
   jax.block_until_ready(state)
   state_sharding = jax.tree.map(lambda x: x.sharding, state)
   phase('create TrainState (jit init, as train.py)', t)

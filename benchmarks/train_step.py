@@ -54,7 +54,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import os
 import subprocess
@@ -213,7 +212,6 @@ class Result:
 
 def time_ours(config, batch_size: int, steps: int, warmup: int) -> Result:
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from vit_jax import models, optim, train  # pylint: disable=g-import-not-at-top
 
@@ -222,13 +220,10 @@ def time_ours(config, batch_size: int, steps: int, warmup: int) -> Result:
   model = models.create_model(config.model, NUM_CLASSES)
   mesh = train.create_mesh()
   image_shape = (config.data.image_size, config.data.image_size, 3)
-  params = jax.eval_shape(lambda: model.init({'params': jax.random.key(0)},
-                                             jnp.zeros((1, *image_shape)))['params'])
-  tx = optim.create_optimizer(config, params, config.total_steps)
-  init = jax.jit(functools.partial(train.create_train_state, model, tx, image_shape=image_shape,
-                                   use_ema=config.ema_decay > 0),
-                 out_shardings=train.replicated(mesh))
-  state = init(jax.random.key_data(jax.random.key(config.seed)))
+  tx = optim.create_optimizer(config, train.abstract_params(model, image_shape),
+                              config.total_steps)
+  state = train.init_train_state(model, tx, config, image_shape, train.replicated(mesh),
+                                 config.seed)
   state_sharding = jax.tree.map(lambda x: x.sharding, state)
   step = train.jit_train_step(model, tx, config, mesh, state_sharding)
   rng = np.random.default_rng(0)

@@ -1,6 +1,5 @@
 """The jitted data-parallel steps: device-count invariance, accumulation, donation, masking."""
 
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -27,13 +26,9 @@ def _config(**overrides):
 def _setup(config, devices):
   model = models.create_model(config.model, NUM_CLASSES)
   mesh = train.create_mesh(devices)
-  params = jax.eval_shape(lambda: model.init({'params': jax.random.key(0)},
-                                             jnp.zeros((1, *IMAGE_SHAPE)))['params'])
-  tx = optim.create_optimizer(config, params, config.total_steps)
-  init = jax.jit(functools.partial(train.create_train_state, model, tx, image_shape=IMAGE_SHAPE,
-                                   use_ema=config.ema_decay > 0),
-                 out_shardings=train.replicated(mesh))
-  state = init(jax.random.key_data(jax.random.key(0)))
+  tx = optim.create_optimizer(config, train.abstract_params(model, IMAGE_SHAPE),
+                              config.total_steps)
+  state = train.init_train_state(model, tx, config, IMAGE_SHAPE, train.replicated(mesh), seed=0)
   state_sharding = jax.tree.map(lambda x: x.sharding, state)
   step = train.jit_train_step(model, tx, config, mesh, state_sharding)
   return model, mesh, state, step

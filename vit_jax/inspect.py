@@ -112,7 +112,6 @@ def restore_params(config, workdir: str, checkpoint_spec: str = '', source=None)
   """Restores the parameters of `workdir`'s checkpoint `checkpoint_spec` (see run.py
   --checkpoint), building the abstract train state exactly as train.evaluate_checkpoint does."""
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   # pylint: disable=g-import-not-at-top
   from vit_jax import checkpoint, input_pipeline, models, optim, train
   # pylint: enable=g-import-not-at-top
@@ -121,10 +120,7 @@ def restore_params(config, workdir: str, checkpoint_spec: str = '', source=None)
     source = input_pipeline.load_data(config.data)
   model = models.create_model(config.model, source.info.num_classes)
   image_shape = train._image_shape(config)  # pylint: disable=protected-access
-  abstract_params = jax.eval_shape(
-      lambda: model.init({'params': jax.random.key(0)}, jnp.zeros((1, *image_shape)),
-                         train=False)['params'])
-  tx = optim.create_optimizer(config, abstract_params,
+  tx = optim.create_optimizer(config, train.abstract_params(model, image_shape),
                               optim.get_total_steps(config, source.info.split_sizes['train']))
   mesh = train.create_mesh()
   abstract = train._abstract_state(  # pylint: disable=protected-access

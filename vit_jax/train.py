@@ -117,6 +117,22 @@ def create_train_state(model: models.VisionTransformer, tx: optax.GradientTransf
                     rng=state_rng, ema_params=params if use_ema else None)
 
 
+def abstract_params(model: models.VisionTransformer, image_shape: tuple[int, int, int]) -> Any:
+  """The model's parameter shapes and dtypes for `image_shape` inputs, without allocating them
+  (what the optimizer and checkpoint restore need before any state exists)."""
+  return jax.eval_shape(lambda: model.init({'params': jax.random.key(0)},
+                                           jnp.zeros((1, *image_shape)), train=False)['params'])
+
+
+def init_train_state(model: models.VisionTransformer, tx: optax.GradientTransformation,
+                     config: ml_collections.ConfigDict, image_shape: tuple[int, int, int],
+                     sharding: Any, seed: int) -> TrainState:
+  """A fresh TrainState created under jit straight into `sharding` (one sharding or a tree)."""
+  init = jax.jit(functools.partial(create_train_state, model, tx, image_shape=image_shape,
+                                   use_ema=config.ema_decay > 0), out_shardings=sharding)
+  return init(jax.random.key_data(jax.random.key(seed)))
+
+
 def train_step(state: TrainState, batch: dict, *, model: models.VisionTransformer,
                tx: optax.GradientTransformation, grad_accum_steps: int,
                label_smoothing: float, ema_decay: float) -> tuple[TrainState, dict]:
@@ -317,10 +333,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   schedule = optim.create_learning_rate_schedule(config, total_steps)
   image_shape = _image_shape(config)
 
-  abstract_params = jax.eval_shape(
-      lambda: model.init({'params': jax.random.key(0)}, jnp.zeros((1, *image_shape)),
-                         train=False)['params'])
-  tx = optim.create_optimizer(config, abstract_params, total_steps)
+  tx = optim.create_optimizer(config, abstract_params(model, image_shape), total_steps)
   abstract = _abstract_state(model, tx, config, image_shape, mesh)
   state_sharding = jax.tree.map(lambda s: s.sharding, abstract)
 
@@ -328,10 +341,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                                       async_save=config.async_checkpoints)
   restored = checkpoint.restore(manager, abstract)
   if restored is None:
-    init = jax.jit(functools.partial(create_train_state, model, tx, image_shape=image_shape,
-                                     use_ema=config.ema_decay > 0),
-                   out_shardings=state_sharding)
-    state = init(jax.random.key_data(jax.random.key(config.seed)))
+    state = init_train_state(model, tx, config, image_shape, state_sharding, config.seed)
     start_step = 0
     if config.init_from:  # fine-tuning from an official-layout .npz (vit_jax.pretrained)
       params = pretrained.load_pretrained(config.init_from, jax.device_get(state.params),
@@ -459,10 +469,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   split = config.data.eval_split
   mesh = create_mesh()
   image_shape = _image_shape(config)
-  abstract_params = jax.eval_shape(
-      lambda: model.init({'params': jax.random.key(0)}, jnp.zeros((1, *image_shape)),
-                         train=False)['params'])
-  tx = optim.create_optimizer(config, abstract_params,
+  tx = optim.create_optimizer(config, abstract_params(model, image_shape),
                               optim.get_total_steps(config, info.split_sizes['train']))
   abstract = _abstract_state(model, tx, config, image_shape, mesh)
   manager = checkpoint.create_manager(workdir, read_only=True, async_save=False)
