@@ -62,7 +62,13 @@ def main() -> int:
   parser.add_argument('--allocator', choices=('bfc', 'default'), default='bfc')
   parser.add_argument('--step_steps', type=int, default=3,
                       help='timed train steps per model (0 = do not time the train step)')
+  parser.add_argument('--thp_malloc', action=argparse.BooleanOptionalAction, default=True,
+                      help='glibc malloc on transparent huge pages, as run.py (vit_jax/host.py)')
   args = parser.parse_args()
+  sys.path.insert(0, ROOT)
+  if args.thp_malloc:
+    from vit_jax import host  # pylint: disable=g-import-not-at-top
+    host.reexec_with_thp_malloc()
 
   if not os.path.exists(args.archive):
     print(f'Archive {os.path.normpath(args.archive)} not found: nothing to benchmark. Pass '
@@ -70,7 +76,6 @@ def main() -> int:
     return 0
   if args.allocator == 'bfc':
     os.environ['TF_CPU_ALLOCATOR_USE_BFC'] = 'true'  # Before TF's first allocation.
-  sys.path.insert(0, ROOT)
   from configs import common  # pylint: disable=g-import-not-at-top
   from vit_jax import input_pipeline  # pylint: disable=g-import-not-at-top
 

@@ -19,6 +19,9 @@ resizes on the device (`model.input_resize`, see vit_jax/models.py), in which ca
 32 px and the upsample is part of the timed step. The peers take images at the model's input
 size, augmentation excluded (see benchmarks/peers.py).
 
+Host malloc: like run.py, the script re-executes itself with glibc's malloc on transparent huge
+pages (vit_jax/host.py; `--no-thp_malloc` to compare); the peers inherit that environment.
+
 Timing: wall-clock per step (block_until_ready on the step's outputs), best of `--steps`; the
 process CPU time per image is printed too: on a shared machine, cores x CPU-s/img is the
 load-independent cost, and the load average is printed at the start and the end.
@@ -195,7 +198,9 @@ def measure_peak(dtype: str, sizes=(2048, 4096), repeats: int = 3) -> float:
 def device_summary() -> str:
   import jax  # pylint: disable=g-import-not-at-top
   d = jax.devices()[0]
-  return f'{jax.device_count()} x {d.device_kind} ({d.platform}); {os.cpu_count()} CPUs'
+  tunables = os.environ.get('GLIBC_TUNABLES') or 'unset'
+  return (f'{jax.device_count()} x {d.device_kind} ({d.platform}); {os.cpu_count()} CPUs; '
+          f'GLIBC_TUNABLES={tunables} (ours and the peers)')
 
 
 # ----------------------------------------------------------------------------- ours
@@ -313,7 +318,13 @@ def main(argv=None) -> int:
   parser.add_argument('--set', action='append', default=[],
                       help='config override for every row, e.g. --set=model.attention_impl=xla')
   parser.add_argument('--peer_timeout', type=float, default=900.0)
+  parser.add_argument('--thp_malloc', action=argparse.BooleanOptionalAction, default=True,
+                      help='re-execute with glibc malloc on transparent huge pages, as run.py '
+                      'does (vit_jax/host.py); the peers inherit the same environment')
   args = parser.parse_args(argv)
+  if args.thp_malloc:
+    from vit_jax import host  # pylint: disable=g-import-not-at-top
+    host.reexec_with_thp_malloc()
 
   import jax  # pylint: disable=g-import-not-at-top
   platform = jax.devices()[0].platform
