@@ -45,7 +45,7 @@ Configs (`--configs`):
   vit_s16   ViT-S/16 at 224, token head, 100 classes
   vit_b16   ViT-B/16 at 224, token head, 100 classes
   cifar_p4  a 32 px / patch 4 CIFAR ViT (configs/common.py's model: 192 wide, 6 layers, 3 heads, MLP 768)
-  cpu_fast  configs/cpu_fast.py: the fast CPU recipe's model (32 px / patch 8, 256 x 6 layers)
+  cpu_fast  configs/cpu_fast.py: the fast CPU recipe's model (32 px / patch 4, 128 x 6 layers, batch 128)
 On CPU, ViT-S/16 and ViT-B/16 run at batch 32 / 8 (printed in the table); elsewhere at the
 config's batch size. `--batch_size` overrides every row.
 

@@ -1,14 +1,15 @@
 """Process-level settings of the host: glibc's malloc on transparent huge pages.
 
-XLA:CPU allocates each step's temporaries as one buffer (~0.5 GiB for configs/cpu_fast.py, 2 GiB
-for the seed-000 model) with plain malloc, which glibc serves with a fresh mmap every step: 4 KiB
-pages, page-faulted and zeroed again each step, and TLB misses in every matmul that streams
-through them. glibc >= 2.35 can back its allocations with transparent huge pages
-(`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`, THP in `madvise` mode, the usual kernel default). Measured
-on the 2-core CPU VM (benchmarks/train_step.py, same run, with and without): cpu_fast 355 -> 413-438
-img/s, seed000 109 -> 131, seed001 76 -> 98. The tunable is read only when a process starts, so the
-entry points (run.py, the benchmarks) re-execute themselves once with it set. Accelerator memory is
-not affected; host memory may grow by up to a huge page per allocation arena.
+XLA:CPU allocates each step's temporaries as one buffer (~0.5 GiB for a batch-256 32px model, 2 GiB
+for the seed-000 model) with plain malloc, which glibc serves with a fresh mmap every step (seen
+with strace: one mmap + munmap of the same size per step), on 4 KiB pages: page faults and zeroing
+every step, and TLB misses in every matmul that streams through it. glibc >= 2.35 can back its
+allocations with transparent huge pages (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`; the kernel's THP
+mode must be `madvise` or `always`, `madvise` being the usual default). Measured on the 2-core CPU
+VM (benchmarks/train_step.py, with and without, same shapes): 32px/patch-8/256x6 model 355-360 ->
+413-438 img/s, seed000 109 -> 131, seed001 76 -> 98. The tunable is read only when a process
+starts, so the entry points (run.py, the benchmarks) re-execute themselves once with it set.
+Accelerator memory is not affected; host memory may grow by up to a huge page per malloc arena.
 """
 
 from __future__ import annotations
