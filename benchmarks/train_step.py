@@ -322,7 +322,7 @@ def main(argv=None) -> int:
                       help='re-execute with glibc malloc on transparent huge pages, as run.py '
                       'does (vit_jax/host.py); the peers inherit the same environment')
   args = parser.parse_args(argv)
-  if args.thp_malloc:
+  if args.thp_malloc and argv is None:  # re-exec repeats the command line, not a caller's argv
     from vit_jax import host  # pylint: disable=g-import-not-at-top
     host.reexec_with_thp_malloc()
 
