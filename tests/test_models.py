@@ -385,6 +385,29 @@ def test_attention_weights_are_sown():
   np.testing.assert_allclose(logits, model.apply({'params': params}, IMAGES), atol=1e-5, rtol=1e-5)
 
 
+class _DenseGeneralAttentionParams(models.nn.Module):
+  """The q/k/v/out parameters as nn.DenseGeneral creates them (the vit_jax module's layout)."""
+
+  @models.nn.compact
+  def __call__(self, x):
+    for name in ('query', 'key', 'value'):
+      y = models.nn.DenseGeneral((4, 8), kernel_init=models.nn.initializers.xavier_uniform(),
+                                 name=name)(x)
+    return models.nn.DenseGeneral(x.shape[-1], axis=(-2, -1), name='out',
+                                  kernel_init=models.nn.initializers.xavier_uniform())(y)
+
+
+def test_attention_initialises_like_dense_general():
+  """The attention computes its projections as plain matmuls, but its parameters are
+  nn.DenseGeneral's: same names, shapes and initial values for the same key."""
+  rng_init = jax.random.key(3)
+  ours = models.MultiHeadDotProductAttention(num_heads=4, head_dim=8).init(
+      rng_init, TOKENS, train=False)['params']
+  want = _DenseGeneralAttentionParams().init(rng_init, TOKENS)['params']
+  assert flat_names(ours) == flat_names(want)
+  jax.tree.map(np.testing.assert_array_equal, ours, want)
+
+
 def test_bfloat16_returns_float32_logits():
   model = tiny()
   params = random_params(model, IMAGES)

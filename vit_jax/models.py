@@ -275,8 +275,36 @@ class DropPath(nn.Module):
     return y * (mask * scale).astype(y.dtype)
 
 
+class _DenseGeneralParams(nn.Module):
+  """The kernel [*in_shape, *features] and bias [*features] of an nn.DenseGeneral, not applied.
+
+  Same names, shapes and initialisation as the nn.DenseGeneral it stands for (kernel_init sees
+  the flattened [prod(in_shape), prod(features)] shape, bias starts at zero), so checkpoints and
+  init are unchanged; the caller decides how the product is laid out.
+  """
+  in_shape: tuple[int, ...]
+  features: tuple[int, ...]
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self) -> tuple[Array, Array]:
+    flat = (math.prod(self.in_shape), math.prod(self.features))
+    init = nn.initializers.xavier_uniform()
+    kernel = self.param('kernel', lambda rng, shape, dtype: init(rng, flat, dtype).reshape(shape),
+                        self.in_shape + self.features, self.param_dtype)
+    bias = self.param('bias', nn.initializers.zeros, self.features, self.param_dtype)
+    return kernel, bias
+
+
 class MultiHeadDotProductAttention(nn.Module):
-  """Self-attention with vit_jax parameter layout; sows weights only when asked."""
+  """Self-attention with vit_jax parameter layout; sows weights only when asked.
+
+  Layouts are chosen for XLA (measured, see the README's benchmarks): q, k and v are each one
+  plain [tokens, width] x [width, heads * head_dim] matmul with the bias added token-major (its
+  gradient is then a contiguous column sum; as `bqhd` einsums, XLA:CPU reduced it through a
+  transposed layout), the attention output stays head-major [batch, heads, tokens, head_dim]
+  and the output projection contracts (heads, head_dim) from there, saving a transpose each way.
+  """
   num_heads: int
   head_dim: int
   dropout_rate: float = 0.0
@@ -286,25 +314,31 @@ class MultiHeadDotProductAttention(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, *, train: bool) -> Array:  # x: [batch, tokens, width]
-    dense = lambda name: nn.DenseGeneral(
-        (self.num_heads, self.head_dim), kernel_init=nn.initializers.xavier_uniform(),
-        dtype=self.dtype, param_dtype=self.param_dtype, name=name)
-    q, k, v = dense('query')(x), dense('key')(x), dense('value')(x)  # [batch, tokens, heads, head_dim]
+    b, t, width = x.shape
+    h, d = self.num_heads, self.head_dim
+    x = x.astype(self.dtype)
+
+    def project(name: str) -> Array:  # [batch, tokens, heads, head_dim]
+      kernel, bias = _DenseGeneralParams((width,), (h, d), self.param_dtype, name=name)()
+      y = jnp.dot(x.reshape(b * t, width), kernel.reshape(width, h * d).astype(self.dtype))
+      return (y + bias.reshape(h * d).astype(self.dtype)).reshape(b, t, h, d)
+
+    q, k, v = project('query'), project('key'), project('value')
+    out_kernel, out_bias = _DenseGeneralParams((h, d), (width,), self.param_dtype, name='out')()
+    out_kernel, out_bias = out_kernel.astype(self.dtype), out_bias.astype(self.dtype)
 
     explicit = self.is_mutable_collection('intermediates') or (train and self.dropout_rate > 0)
     if explicit:  # fused kernels neither return the weights nor drop them out
-      logits = jnp.einsum('bqhd,bkhd->bhqk', q, k).astype(jnp.float32) / math.sqrt(self.head_dim)
+      logits = jnp.einsum('bqhd,bkhd->bhqk', q, k).astype(jnp.float32) / math.sqrt(d)
       weights = jax.nn.softmax(logits, axis=-1)  # [batch, heads, tokens, tokens]
       self.sow('intermediates', 'attention_weights', weights)
       weights = Dropout(self.dropout_rate)(weights, deterministic=not train)
-      y = jnp.einsum('bhqk,bkhd->bqhd', weights.astype(v.dtype), v)
-    else:
-      impl = None if self.implementation == 'xla' else self.implementation
-      y = jax.nn.dot_product_attention(q, k, v, implementation=impl)  # [batch, tokens, heads, head_dim]
-
-    return nn.DenseGeneral(
-        x.shape[-1], axis=(-2, -1), kernel_init=nn.initializers.xavier_uniform(),
-        dtype=self.dtype, param_dtype=self.param_dtype, name='out')(y)  # [batch, tokens, width]
+      y = jnp.einsum('bhqk,bkhd->bhqd', weights.astype(v.dtype), v)  # [batch, heads, tokens, head_dim]
+      return jnp.einsum('bhqd,hdc->bqc', y, out_kernel) + out_bias  # [batch, tokens, width]
+    impl = None if self.implementation == 'xla' else self.implementation
+    y = jax.nn.dot_product_attention(q, k, v, implementation=impl)  # [batch, tokens, heads, head_dim]
+    y = jnp.dot(y.reshape(b * t, h * d), out_kernel.reshape(h * d, width))
+    return (y + out_bias).reshape(b, t, width)  # [batch, tokens, width]
 
 
 class MlpBlock(nn.Module):
