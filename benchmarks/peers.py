@@ -183,11 +183,17 @@ class _TorchvisionStub(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 def _install_torchvision_stub() -> bool:
-  """Placeholder torchvision modules if the real one is missing; True if the stub is in use."""
+  """Placeholder torchvision modules if the real one is missing or does not import; True if the
+  stub is in use."""
   if 'torchvision' in sys.modules:
     return isinstance(sys.modules['torchvision'], _StubModule)
   if importlib.util.find_spec('torchvision') is not None:
-    return False
+    try:  # `pip install timm` can bring a torchvision built for another torch, which fails here
+      import torchvision  # pylint: disable=g-import-not-at-top,unused-import
+      return False
+    except Exception:  # pylint: disable=broad-except
+      for name in [m for m in sys.modules if m == 'torchvision' or m.startswith('torchvision.')]:
+        del sys.modules[name]
   sys.meta_path.insert(0, _TorchvisionStub())
   return True
 
