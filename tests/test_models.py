@@ -518,3 +518,21 @@ def test_dropout_rate_and_scale(rate):
   np.testing.assert_array_equal(
       models.Dropout(1.0).apply({}, x, deterministic=False, rngs={'dropout': rng(0)}), 0.0)
 
+
+
+@pytest.mark.parametrize('impl', ['threefry2x32', 'raw', 'rbg'])
+def test_random_bits_are_jax_random_bits(impl):
+  """The unrolled threefry behind Dropout returns exactly jax.random.bits' words (so masks do not
+  depend on which generator code ran), under jit, for odd sizes, and for raw uint32 keys; other
+  key types are passed to JAX."""
+  key = jax.random.fold_in(jax.random.key(7, impl='rbg' if impl == 'rbg' else None), 11)
+  if impl == 'raw':
+    key = jax.random.key_data(key)
+  bits = jax.jit(models.random_bits, static_argnums=1)
+  for size in (1, 2, 999, 65_537):
+    want = jax.random.bits(key, (size,), jnp.uint32)
+    got = bits(key, size)
+    assert got.dtype == jnp.uint32 and got.shape == (size,)
+    np.testing.assert_array_equal(got, want)
+  other = bits(jax.random.fold_in(key if impl != 'raw' else jax.random.wrap_key_data(key), 1), 999)
+  assert (other != bits(key, 999)).mean() > 0.99  # another key, other words

@@ -235,16 +235,54 @@ class AddPositionEmbs(nn.Module):
     return x + pe.astype(x.dtype)
 
 
+def _rotate_left(x: Array, bits: int) -> Array:
+  return jax.lax.shift_left(x, np.uint32(bits)) | jax.lax.shift_right_logical(x, np.uint32(32 - bits))
+
+
+def _threefry2x32(key: tuple[Array, Array], x: tuple[Array, Array]) -> tuple[Array, Array]:
+  """The Threefry-2x32 block cipher (20 rounds; Salmon et al. 2011), written out unrolled."""
+  ks = (key[0], key[1], key[0] ^ key[1] ^ np.uint32(0x1BD11BDA))
+  x0, x1 = x[0] + ks[0], x[1] + ks[1]
+  for i in range(5):
+    for r in ((13, 15, 26, 6), (17, 29, 16, 24))[i % 2]:
+      x0 = x0 + x1
+      x1 = _rotate_left(x1, r) ^ x0
+    x0 = x0 + ks[(i + 1) % 3]
+    x1 = x1 + ks[(i + 2) % 3] + np.uint32(i + 1)
+  return x0, x1
+
+
+def random_bits(key: Array, size: int) -> Array:
+  """`jax.random.bits(key, (size,), uint32)`, bit for bit, but fast on CPU for threefry keys.
+
+  Why: on CPU JAX lowers threefry as a 5-iteration while loop (jax/_src/random/threefry2x32.py,
+  rolled to keep compiles short), and each iteration is a pass over memory. Here the same hash
+  is written out, one fused elementwise loop: 2.5M words in 1.9 ms instead of 10 ms on 2 CPU
+  cores. Same counters and output as JAX's partitionable threefry (the default; tested), so
+  dropout masks do not change. Other key types (rbg, ...) go to JAX.
+  """
+  if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
+    key = jax.random.wrap_key_data(key)  # a raw key is of the default impl, as in jax.random
+  if (str(jax.random.key_impl(key)) != 'threefry2x32' or not jax.config.jax_threefry_partitionable
+      or size >= 2**32):
+    return jax.random.bits(key, (size,), jnp.uint32)
+  k = jax.random.key_data(key)  # [2] uint32
+  counts = jax.lax.iota(np.uint32, size)  # the low word of the 64-bit counter; the high word is 0
+  hi, lo = _threefry2x32((k[0], k[1]), (jnp.zeros_like(counts), counts))
+  return hi ^ lo
+
+
 class Dropout(nn.Module):
   """Inverted dropout drawing 16 random bits per element instead of flax's 32.
 
-  Why: on CPU the threefry bit generator is most of dropout's cost, and the seed configs draw
+  Why: on CPU the random bit generator is most of dropout's cost, and the seed configs draw
   tens of millions of masks per step (attention weights included). One uint32 draw is split into
-  two uint16 halves, halving the generator's work. An element is kept when its 16 bits are
-  >= round(rate * 2^16) and scaled by 1 / (that exact keep probability), so the output is
-  unbiased; the drop probability differs from `rate` by at most 2^-17. Measured on 2 CPU cores
-  (benchmarks/train_step.py, dropout 0.1 everywhere): seed 001's step 69 -> 82 img/s, seed 000's
-  113 -> 120 img/s.
+  two uint16 halves, halving the generator's work, and the bits come from `random_bits` (JAX's
+  threefry, unrolled). An element is kept when its 16 bits are >= round(rate * 2^16) and scaled
+  by 1 / (that exact keep probability), so the output is unbiased; the drop probability differs
+  from `rate` by at most 2^-17. Measured on 2 CPU cores (benchmarks/train_step.py, dropout 0.1
+  everywhere): 16 bits: seed 001's step 69 -> 82 img/s, seed 000's 113 -> 120 img/s; unrolled
+  threefry: see the README's benchmarks.
   """
   rate: float
 
@@ -256,7 +294,7 @@ class Dropout(nn.Module):
       return jnp.zeros_like(x)
     threshold = round(self.rate * _DROPOUT_LEVELS)
     keep_prob = 1.0 - threshold / _DROPOUT_LEVELS
-    words = jax.random.bits(self.make_rng('dropout'), ((x.size + 1) // 2,), jnp.uint32)
+    words = random_bits(self.make_rng('dropout'), (x.size + 1) // 2)
     bits = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(-1)[:x.size].reshape(x.shape)
     return jnp.where(bits >= threshold, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros_like(x))
 
