@@ -17,6 +17,8 @@ val top-1 11.7% / 18.4% / 20.4% at steps 400 / 800 / 1200 (chance: 1%), top-5 47
 894 s of training, 15m54s wall with start-up and evals; the eval command reproduces
 top-1 20.38% and loss 3.3108 exactly. Re-measured 2026-11-29 on the idle VM: the same curve
 (20.40% at step 1200), 133 s of training, 2 min 35 s wall; the eval command reproduces it.
+2026-12-01, after the attention's matmuls were re-laid out (same parameters, float sums in
+another order): 20.42% at step 1200, 113 s of training; the eval command reproduces it.
 """
 
 from configs import common
