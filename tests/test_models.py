@@ -519,7 +519,6 @@ def test_dropout_rate_and_scale(rate):
       models.Dropout(1.0).apply({}, x, deterministic=False, rngs={'dropout': rng(0)}), 0.0)
 
 
-
 @pytest.mark.parametrize('impl', ['threefry2x32', 'raw', 'rbg'])
 def test_random_bits_are_jax_random_bits(impl):
   """The unrolled threefry behind Dropout returns exactly jax.random.bits' words (so masks do not
