@@ -408,6 +408,79 @@ def test_attention_initialises_like_dense_general():
   jax.tree.map(np.testing.assert_array_equal, ours, want)
 
 
+def attention_pair(num_heads, head_dim, rate=0.0):
+  make = functools.partial(models.MultiHeadDotProductAttention, num_heads=num_heads,
+                           head_dim=head_dim, dropout_rate=rate)
+  return make(), make(implementation='folded')
+
+
+def attention_params(module, scale=0.5):
+  """Noise for every attention parameter, biases included."""
+  init = lambda key: module.init(key, TOKENS, train=False)
+  shapes = jax.eval_shape(init, jax.random.key(0))['params']
+  rng = np.random.default_rng(0)
+  return jax.tree.map(lambda s: (scale * rng.normal(size=s.shape)).astype(np.float32), shapes)
+
+
+@pytest.mark.parametrize('num_heads,head_dim', [(4, 8), (2, 32), (4, 48)])  # d <, =, > width 32
+def test_folded_attention_is_the_reference(num_heads, head_dim):
+  """Same parameters, same function (biases included), same sown weights as the standard path."""
+  standard, folded = attention_pair(num_heads, head_dim)
+  params = attention_params(standard)
+  assert jax.tree.map(np.shape, params) == jax.tree.map(np.shape, attention_params(folded))
+  want = ref_attention(np.float64(TOKENS), jax.tree.map(np.float64, params))
+  apply = lambda m: jax.jit(functools.partial(m.apply, train=False, mutable='intermediates'))
+  got, sown = apply(folded)({'params': params}, TOKENS)
+  np.testing.assert_allclose(got, want, atol=2e-6 * np.abs(want).max())  # f32 vs f64 rounding
+  _, sown_standard = apply(standard)({'params': params}, TOKENS)
+  np.testing.assert_allclose(sown['intermediates']['attention_weights'][0],
+                             sown_standard['intermediates']['attention_weights'][0], atol=1e-5, rtol=1e-4)
+
+
+def test_folded_attention_gradients():
+  """Every gradient matches the standard path's; the key bias, which softmax cancels, gets 0."""
+  standard, folded = attention_pair(4, 48)
+  params = attention_params(standard)
+  probe = np.random.default_rng(2).normal(size=TOKENS.shape).astype(np.float32)
+  grad = lambda m: jax.jit(jax.grad(
+      lambda p, x: jnp.sum(probe * m.apply({'params': p}, x, train=False)), argnums=(0, 1)))
+  (gp_std, gx_std), (gp_fold, gx_fold) = grad(standard)(params, TOKENS), grad(folded)(params, TOKENS)
+  np.testing.assert_allclose(gx_fold, gx_std, atol=1e-4, rtol=1e-4)
+  np.testing.assert_array_equal(gp_fold['key']['bias'], 0.0)
+  scale = max(np.abs(g).max() for g in jax.tree.leaves(gp_std))
+  assert np.abs(gp_std['key']['bias']).max() < 1e-5 * scale  # float noise around the true 0
+  for name in ('query', 'key', 'value', 'out'):
+    for leaf in ('kernel', 'bias'):
+      np.testing.assert_allclose(gp_fold[name][leaf], gp_std[name][leaf], atol=1e-5 * scale,
+                                 err_msg=f'{name}/{leaf}')
+
+
+class _DropSmallWeights(models.nn.Module):
+  """A stand-in for attention dropout whose mask depends on the values, not on the layout."""
+  rate: float
+
+  def __call__(self, x, *, deterministic):
+    return x if deterministic else jnp.where(x < 0.05, 0.0, x / (1 - self.rate))
+
+
+def test_folded_attention_drops_the_same_weights(monkeypatch):
+  """With weights dropped (rows no longer sum to 1), the value bias still enters through them."""
+  monkeypatch.setattr(models, 'Dropout', _DropSmallWeights)
+  standard, folded = attention_pair(4, 48, rate=0.5)
+  params = attention_params(standard)
+  run = lambda m: m.apply({'params': params}, TOKENS, train=True)
+  want = run(standard)
+  assert not np.allclose(want, standard.apply({'params': params}, TOKENS, train=False))
+  np.testing.assert_allclose(run(folded), want, atol=2e-6 * np.abs(want).max())
+
+
+def test_folded_model_computes_reference():
+  model = tiny(attention_impl='folded', num_heads=2, head_dim=32)
+  params = random_params(model, IMAGES)
+  np.testing.assert_allclose(model.apply({'params': params}, IMAGES),
+                             ref_model(IMAGES, params, {'in'}, {'in'}, 4, True), atol=1e-4, rtol=1e-4)
+
+
 def test_bfloat16_returns_float32_logits():
   model = tiny()
   params = random_params(model, IMAGES)

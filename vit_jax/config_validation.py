@@ -16,7 +16,7 @@ from vit_jax import optim
 from vit_jax import pretrained
 
 DTYPES = ('float32', 'bfloat16', 'float16')
-ATTENTION_IMPLS = ('xla', 'cudnn')
+ATTENTION_IMPLS = ('xla', 'cudnn', 'folded')
 
 
 class ConfigError(ValueError):

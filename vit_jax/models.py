@@ -82,7 +82,7 @@ NORM_PRESETS: dict[str, str] = {
 }
 CLASSIFIERS = ('token', 'gap', 'flatten')
 POSEMBS = ('learn', 'sincos2d')
-ATTENTION_IMPLS = ('xla', 'cudnn')
+ATTENTION_IMPLS = ('xla', 'cudnn', 'folded')
 
 # LN module names per (sublayer, position); the 'in' ones keep the vit_jax names.
 LN_NAMES = {
@@ -361,6 +361,8 @@ class MultiHeadDotProductAttention(nn.Module):
       y = jnp.dot(x.reshape(b * t, width), kernel.reshape(width, h * d).astype(self.dtype))
       return (y + bias.reshape(h * d).astype(self.dtype)).reshape(b, t, h, d)
 
+    if self.implementation == 'folded':
+      return self._folded(x, train=train)
     q, k, v = project('query'), project('key'), project('value')
     out_kernel, out_bias = _DenseGeneralParams((h, d), (width,), self.param_dtype, name='out')()
     out_kernel, out_bias = out_kernel.astype(self.dtype), out_bias.astype(self.dtype)
@@ -377,6 +379,48 @@ class MultiHeadDotProductAttention(nn.Module):
     y = jax.nn.dot_product_attention(q, k, v, implementation=impl)  # [batch, tokens, heads, head_dim]
     y = jnp.dot(y.reshape(b * t, h * d), out_kernel.reshape(h * d, width))
     return (y + out_bias).reshape(b, t, width)  # [batch, tokens, width]
+
+  def _folded(self, x: Array, *, train: bool) -> Array:  # x: [batch, tokens, width]
+    """The same function with each head's kernel pairs folded: Wq Wk^T and Wv Wo, [width, width].
+
+    Why: for the seeds' shapes (4 heads of key_dim 64 on width 64) the per-head projections are
+    wider than the tokens they come from. Per head h, with x the block input:
+      logits_h = (x Wq_h + bq_h)(x Wk_h + bk_h)^T / sqrt(d)
+               = (x Wq_h Wk_h^T + bq_h Wk_h^T) x^T / sqrt(d) + (terms constant along keys),
+    and softmax over keys drops the constants, so the key bias has no effect (its true gradient
+    is 0, and here it is exactly 0). Likewise sum_h w_h (x Wv_h + bv_h) Wo_h
+    = sum_h w_h (x Wv_h Wo_h + bv_h Wo_h), dropout on w included. So the keys are x itself,
+    shared by all heads: the logits are one [tokens * heads, width] x [width, tokens] matmul per
+    example and the output one [tokens, heads * tokens] x [heads * tokens, width] matmul, with
+    no output projection. Matmul FLOPs per layer: 2 t w (h w) + 2 h t^2 w instead of
+    4 t w (h d) + 2 h t^2 d, fewer whenever head_dim >= width; on XLA:CPU the large per-example
+    GEMMs also run faster than per-head batches (see the README's benchmarks). Parameters,
+    their names, initial values and the sown weights are the standard path's; only float
+    rounding and which dropout bit lands on which weight differ.
+    """
+    b, t, width = x.shape
+    h, d = self.num_heads, self.head_dim
+    params = {name: _DenseGeneralParams(shape_in, shape_out, self.param_dtype, name=name)()
+              for name, shape_in, shape_out in (('query', (width,), (h, d)), ('key', (width,), (h, d)),
+                                                ('value', (width,), (h, d)), ('out', (h, d), (width,)))}
+    (wq, bq), (wk, _), (wv, bv), (wo, bo) = (
+        (kernel.astype(self.dtype), bias.astype(self.dtype)) for kernel, bias in params.values())
+    wk = wk / math.sqrt(d)
+    qk = jnp.einsum('chd,ehd->che', wq, wk).reshape(width, h * width)  # [width, heads * width]
+    qk_bias = jnp.einsum('hd,ehd->he', bq, wk).reshape(h * width)
+    vo = jnp.einsum('chd,hde->che', wv, wo).reshape(width, h * width)  # [width, heads * width]
+    vo_bias = jnp.einsum('hd,hde->he', bv, wo).reshape(h * width)
+    x2d = x.reshape(b * t, width)
+    queries = (jnp.dot(x2d, qk) + qk_bias).reshape(b, t * h, width)  # [batch, (q, heads), width]
+    logits = jnp.einsum('bpc,bkc->bpk', queries, x).astype(jnp.float32)  # [batch, (q, heads), k]
+    weights = jax.nn.softmax(logits.reshape(b, t, h, t), axis=-1)  # [batch, q, heads, k]
+    if self.is_mutable_collection('intermediates'):
+      self.sow('intermediates', 'attention_weights', weights.transpose(0, 2, 1, 3))
+    weights = Dropout(self.dropout_rate)(weights, deterministic=not train)
+    values = (jnp.dot(x2d, vo) + vo_bias).reshape(b, t, h, width)
+    values = values.transpose(0, 2, 1, 3).reshape(b, h * t, width)  # [batch, (heads, k), width]
+    y = jnp.einsum('bqj,bjc->bqc', weights.reshape(b, t, h * t).astype(values.dtype), values)
+    return y + bo  # [batch, tokens, width]
 
 
 class MlpBlock(nn.Module):
@@ -652,7 +696,7 @@ class VisionTransformer(nn.Module):
   head_dropout_rate: float = 0.0  # on the pooled features and after each head MLP layer
   representation_size: int | None = None  # vit_jax `pre_logits` Dense+tanh
   head_bias_init: float = 0.0
-  attention_impl: str = 'xla'  # 'cudnn': fused GPU kernel (needs bf16/fp16)
+  attention_impl: str = 'xla'  # one of ATTENTION_IMPLS; see MultiHeadDotProductAttention
   dtype: str = 'float32'
   param_dtype: str = 'float32'
   remat: bool = False  # recompute each block in the backward pass (memory for compute)
