@@ -455,23 +455,46 @@ def test_folded_attention_gradients():
                                  err_msg=f'{name}/{leaf}')
 
 
-class _DropSmallWeights(models.nn.Module):
-  """A stand-in for attention dropout whose mask depends on the values, not on the layout."""
+class _FixedAttentionDropout(models.nn.Module):
+  """A stand-in for attention dropout with the same mask in either layout.
+
+  Drops weight (head, query, key) where (head + 2 query + 3 key) % 3 == 0; the heads axis is the
+  one of size 4 (the tokens axes are 17), so the mask follows the weights into either layout.
+  """
   rate: float
 
-  def __call__(self, x, *, deterministic):
-    return x if deterministic else jnp.where(x < 0.05, 0.0, x / (1 - self.rate))
+  def keep_scale(self, shape, dtype):
+    heads_axis = shape.index(4)
+    idx = np.indices(shape)
+    q, k = (idx[a] for a in range(1, 4) if a != heads_axis)
+    keep = (idx[heads_axis] + 2 * q + 3 * k) % 3 != 0
+    return jnp.asarray(np.where(keep, 1.0 / (1 - self.rate), 0.0), dtype)
 
 
 def test_folded_attention_drops_the_same_weights(monkeypatch):
   """With weights dropped (rows no longer sum to 1), the value bias still enters through them."""
-  monkeypatch.setattr(models, 'Dropout', _DropSmallWeights)
+  monkeypatch.setattr(models, 'Dropout', _FixedAttentionDropout)
   standard, folded = attention_pair(4, 48, rate=0.5)
   params = attention_params(standard)
   run = lambda m: m.apply({'params': params}, TOKENS, train=True)
   want = run(standard)
   assert not np.allclose(want, standard.apply({'params': params}, TOKENS, train=False))
   np.testing.assert_allclose(run(folded), want, atol=2e-6 * np.abs(want).max())
+
+
+def test_softmax_dropout_gradient():
+  """The hand-written backward pass (no mask) is autodiff's through softmax(l) * m."""
+  rng_np = np.random.default_rng(4)
+  logits = rng_np.normal(size=(3, 5, 7)).astype(np.float32) * 3
+  keep_scale = np.where(rng_np.random((3, 5, 7)) < 0.3, 0.0, 1 / 0.7).astype(np.float32)
+  probe = rng_np.normal(size=logits.shape).astype(np.float32)
+  plain = lambda l: jax.nn.softmax(l, axis=-1) * keep_scale
+  ours = lambda l: models.softmax_dropout(l, keep_scale)
+  np.testing.assert_allclose(ours(logits), plain(logits), rtol=1e-6)
+  grad = lambda f: jax.grad(lambda l: jnp.sum(probe * f(l)))(logits)
+  np.testing.assert_allclose(grad(ours), grad(plain), atol=1e-6)
+  np.testing.assert_allclose(jax.jit(jax.grad(lambda l: jnp.sum(probe * ours(l))))(logits),
+                             grad(plain), atol=1e-6)
 
 
 def test_folded_model_computes_reference():

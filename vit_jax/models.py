@@ -286,17 +286,54 @@ class Dropout(nn.Module):
   """
   rate: float
 
+  def _keep(self, shape: tuple[int, ...]) -> tuple[Array, float]:
+    """The keep mask (bool, `shape`) and the exact keep probability it was drawn with."""
+    threshold = round(self.rate * _DROPOUT_LEVELS)
+    size = math.prod(shape)
+    words = random_bits(self.make_rng('dropout'), (size + 1) // 2)
+    bits = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(-1)[:size].reshape(shape)
+    return bits >= threshold, 1.0 - threshold / _DROPOUT_LEVELS
+
+  def keep_scale(self, shape: tuple[int, ...], dtype: Any) -> Array:
+    """What a kept element is multiplied by: 1 / keep probability, or 0 where dropped."""
+    keep, keep_prob = self._keep(shape)
+    return jnp.where(keep, jnp.asarray(1.0 / keep_prob, dtype), jnp.zeros((), dtype))
+
   @nn.compact
   def __call__(self, x: Array, *, deterministic: bool) -> Array:
     if deterministic or self.rate == 0:
       return x
     if self.rate >= 1:
       return jnp.zeros_like(x)
-    threshold = round(self.rate * _DROPOUT_LEVELS)
-    keep_prob = 1.0 - threshold / _DROPOUT_LEVELS
-    words = random_bits(self.make_rng('dropout'), (x.size + 1) // 2)
-    bits = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(-1)[:x.size].reshape(x.shape)
-    return jnp.where(bits >= threshold, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros_like(x))
+    keep, keep_prob = self._keep(x.shape)
+    return jnp.where(keep, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros_like(x))
+
+
+@jax.custom_vjp
+def softmax_dropout(logits: Array, keep_scale: Array) -> Array:
+  """softmax(logits, axis=-1) * keep_scale, whose backward pass never looks at the mask.
+
+  Why: with y = softmax(l) * m and w = softmax(l), the gradient is dl = g*y - w * sum(g*y), so
+  the backward needs y and w (kept anyway) but not m. Left to autodiff, XLA:CPU fuses the
+  dropout mask's random-bit hash into the backward pass as well, hashing every attention weight
+  twice (~13% of seed 001's step). `keep_scale` gets no gradient (it comes from random bits).
+  """
+  return jax.nn.softmax(logits, axis=-1) * keep_scale.astype(jnp.float32)
+
+
+def _softmax_dropout_fwd(logits, keep_scale):
+  weights = jax.nn.softmax(logits, axis=-1)
+  dropped = weights * keep_scale.astype(jnp.float32)
+  return dropped, (weights, dropped)
+
+
+def _softmax_dropout_bwd(residuals, g):
+  weights, dropped = residuals
+  t = g * dropped
+  return t - weights * jnp.sum(t, axis=-1, keepdims=True), None
+
+
+softmax_dropout.defvjp(_softmax_dropout_fwd, _softmax_dropout_bwd)
 
 
 class DropPath(nn.Module):
@@ -370,15 +407,26 @@ class MultiHeadDotProductAttention(nn.Module):
     explicit = self.is_mutable_collection('intermediates') or (train and self.dropout_rate > 0)
     if explicit:  # fused kernels neither return the weights nor drop them out
       logits = jnp.einsum('bqhd,bkhd->bhqk', q, k).astype(jnp.float32) / math.sqrt(d)
-      weights = jax.nn.softmax(logits, axis=-1)  # [batch, heads, tokens, tokens]
-      self.sow('intermediates', 'attention_weights', weights)
-      weights = Dropout(self.dropout_rate)(weights, deterministic=not train)
+      weights = self._weights(logits, heads_first=True, train=train)  # [batch, heads, q, k]
       y = jnp.einsum('bhqk,bkhd->bhqd', weights.astype(v.dtype), v)  # [batch, heads, tokens, head_dim]
       return jnp.einsum('bhqd,hdc->bqc', y, out_kernel) + out_bias  # [batch, tokens, width]
     impl = None if self.implementation == 'xla' else self.implementation
     y = jax.nn.dot_product_attention(q, k, v, implementation=impl)  # [batch, tokens, heads, head_dim]
     y = jnp.dot(y.reshape(b * t, h * d), out_kernel.reshape(h * d, width))
     return (y + out_bias).reshape(b, t, width)  # [batch, tokens, width]
+
+  def _weights(self, logits: Array, *, heads_first: bool, train: bool) -> Array:
+    """Softmax over keys (the last axis), sown as [batch, heads, q, k] when asked, dropped out."""
+    if self.is_mutable_collection('intermediates'):
+      weights = jax.nn.softmax(logits, axis=-1)
+      self.sow('intermediates', 'attention_weights',
+               weights if heads_first else weights.transpose(0, 2, 1, 3))
+      return Dropout(self.dropout_rate)(weights, deterministic=not train)
+    if not train or self.dropout_rate == 0:
+      return jax.nn.softmax(logits, axis=-1)
+    if self.dropout_rate >= 1:
+      return jnp.zeros_like(logits)
+    return softmax_dropout(logits, Dropout(self.dropout_rate).keep_scale(logits.shape, logits.dtype))
 
   def _folded(self, x: Array, *, train: bool) -> Array:  # x: [batch, tokens, width]
     """The same function with each head's kernel pairs folded: Wq Wk^T and Wv Wo, [width, width].
@@ -413,10 +461,7 @@ class MultiHeadDotProductAttention(nn.Module):
     x2d = x.reshape(b * t, width)
     queries = (jnp.dot(x2d, qk) + qk_bias).reshape(b, t * h, width)  # [batch, (q, heads), width]
     logits = jnp.einsum('bpc,bkc->bpk', queries, x).astype(jnp.float32)  # [batch, (q, heads), k]
-    weights = jax.nn.softmax(logits.reshape(b, t, h, t), axis=-1)  # [batch, q, heads, k]
-    if self.is_mutable_collection('intermediates'):
-      self.sow('intermediates', 'attention_weights', weights.transpose(0, 2, 1, 3))
-    weights = Dropout(self.dropout_rate)(weights, deterministic=not train)
+    weights = self._weights(logits.reshape(b, t, h, t), heads_first=False, train=train)
     values = (jnp.dot(x2d, vo) + vo_bias).reshape(b, t, h, width)
     values = values.transpose(0, 2, 1, 3).reshape(b, h * t, width)  # [batch, (heads, k), width]
     y = jnp.einsum('bqj,bjc->bqc', weights.reshape(b, t, h * t).astype(values.dtype), values)
