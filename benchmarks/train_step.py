@@ -29,7 +29,11 @@ load-independent cost, and the load average is printed at the start and the end.
 MFU: model FLOPs / step time / measured peak. Model FLOPs are counted analytically from the
 shapes (matmuls and attention only: patch embedding, q/k/v/out projections, QK^T and AV, MLP,
 head) x 3 for forward + backward (the usual convention; the input gradient of the patch embedding
-is not actually computed). The peak is measured in the same run: the best of several
+is not actually computed). The count is the standard attention's even where the config sets
+`model.attention_impl='folded'` (the seed configs): that is the same function computed in fewer
+FLOPs (vit_jax/models.py), so there MFU counts the model's FLOPs, not the executed ones, as it
+should for comparing with peers that compute the same model the standard way; XLA's column shows
+what is executed. The peak is measured in the same run: the best of several
 `jnp.dot(a, b)` on N x N matrices (N = 2048 and 4096) in the row's dtype. XLA's own count
 (`compiled.cost_analysis()['flops']`, which includes the optimizer and elementwise work) is
 printed alongside as a check.
@@ -40,8 +44,9 @@ the column is XLA's compiled estimate, arguments + outputs - donated aliases + t
 (`compiled.memory_analysis()`), marked "(est)".
 
 Configs (`--configs`):
-  seed000   configs/baseline.py: seed 000's model (pre-LN, as the Keras code), 224 px / patch 32
-  seed001   configs/keras_tutorial.py: 72 px / patch 6, 4 layers, batch 64
+  seed000   configs/baseline.py: seed 000's model (pre-LN, as the Keras code), 224 px / patch 32,
+            folded attention (as the config; `--set=model.attention_impl=xla` for the standard)
+  seed001   configs/keras_tutorial.py: 72 px / patch 6, 4 layers, batch 64, folded attention
   vit_s16   ViT-S/16 at 224, token head, 100 classes
   vit_b16   ViT-B/16 at 224, token head, 100 classes
   cifar_p4  a 32 px / patch 4 CIFAR ViT (configs/common.py's model: 192 wide, 6 layers, 3 heads, MLP 768)

@@ -544,9 +544,11 @@ def test_sincos_posemb_table():
   np.testing.assert_allclose(diff, 0.0, atol=1e-6)  # token 0 (cls) unchanged
 
 
-def test_remat_matches():
+@pytest.mark.parametrize('attention_impl', ['xla', 'folded'])
+def test_remat_matches(attention_impl):
   """Training mode, so dropout and drop-path rngs must line up too."""
-  model = tiny(dropout_rate=0.2, stochastic_depth_rate=0.5)
+  model = tiny(dropout_rate=0.2, attention_dropout_rate=0.2, stochastic_depth_rate=0.5,
+               attention_impl=attention_impl)
   params = random_params(model, IMAGES)
   remat = model.clone(remat=True)
   # jit: eagerly, each remat'd block is compiled anew on every call.
