@@ -406,6 +406,9 @@ def test_attention_initialises_like_dense_general():
   want = _DenseGeneralAttentionParams().init(rng_init, TOKENS)['params']
   assert flat_names(ours) == flat_names(want)
   jax.tree.map(np.testing.assert_array_equal, ours, want)
+  folded = models.MultiHeadDotProductAttention(num_heads=4, head_dim=8, implementation='folded')
+  jax.tree.map(np.testing.assert_array_equal, folded.init(rng_init, TOKENS, train=False)['params'],
+               want)
 
 
 def attention_pair(num_heads, head_dim, rate=0.0):
