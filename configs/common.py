@@ -99,6 +99,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.end_lr_ratio = 0.0          # final lr = learning_rate * end_lr_ratio
   config.grad_clip_norm = 0.0        # 0 = no clipping
   config.grad_accum_steps = 1        # micro-batches per update (same update as the full batch)
+  config.concurrent_microbatches = 1  # independent parts per micro-batch, run side by side (CPU cores)
   config.label_smoothing = 0.0
   config.ema_decay = 0.0             # 0 = no EMA of parameters; e.g. 0.9999
   config.trainable = ''              # regex of param paths to train ('' = all; 'head' = linear probe)
@@ -144,6 +145,7 @@ def get_seed000_config(norm_placement: str) -> ml_collections.ConfigDict:
   model.attention_impl = 'folded'   # head_dim >= width: the same function in fewer FLOPs (models.py)
 
   config.batch_size = 256
+  config.concurrent_microbatches = 2  # 2 CPU cores run the halves side by side; 1 on GPU/TPU
   config.num_epochs = 20.0
   config.learning_rate = 1e-3
   config.weight_decay = 1e-3

@@ -76,6 +76,32 @@ def test_gradient_accumulation_equals_big_batch():
                params_big, params_acc)
 
 
+@pytest.mark.parametrize('grad_accum_steps', [1, 2])
+def test_concurrent_microbatches_equal_big_batch(grad_accum_steps):
+  """Parts computed side by side give the full batch's update and metrics (no dropout here)."""
+  batches = _batches(2, 16)
+  params_big, losses_big = _run(_config(**SGD), jax.devices()[:2], batches)
+  params_par, losses_par = _run(
+      _config(concurrent_microbatches=2, grad_accum_steps=grad_accum_steps, **SGD),
+      jax.devices()[:2], batches)
+  np.testing.assert_allclose(losses_big, losses_par, rtol=1e-5)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
+               params_big, params_par)
+
+
+def test_concurrent_microbatches_split_the_model_input():
+  """With 2 parts the model runs on two 8-image halves of the 16-image batch, never on all 16."""
+  batch_shapes = {}
+  for parts in (1, 2):
+    _, mesh, state, step = _setup(_config(concurrent_microbatches=parts), jax.devices()[:1])
+    batch = next(train.device_batches(iter(_batches(1, 16)), mesh))
+    batch_shapes[parts] = step.lower(state, batch).as_text()
+  # The images cut into 4x4 patches, [batch, grid, patch, grid, patch, 3], before the embedding.
+  half, full = 'tensor<8x2x4x2x4x3xf32>', 'tensor<16x2x4x2x4x3xf32>'
+  assert full in batch_shapes[1] and half not in batch_shapes[1]
+  assert half in batch_shapes[2] and full not in batch_shapes[2]
+
+
 def test_step_needs_no_host_transfer_and_donates_state():
   _, mesh, state, step = _setup(_config(), jax.devices())
   batch = next(train.device_batches(iter(_batches(1, 16)), mesh))

@@ -99,11 +99,11 @@ def _training_problems(config: ml_collections.ConfigDict, num_devices: int,
                f'use a multiple of {num_devices}.')
     if config.batch_size % num_processes:
       p.append(f'batch_size={config.batch_size} is not divisible by the {num_processes} hosts.')
-    if config.grad_accum_steps >= 1 and (
-        config.batch_size % config.grad_accum_steps or
-        (config.batch_size // config.grad_accum_steps) % num_devices):
+    parts = config.grad_accum_steps * config.concurrent_microbatches
+    if parts >= 1 and (config.batch_size % parts or (config.batch_size // parts) % num_devices):
       p.append(f'batch_size={config.batch_size} must split into grad_accum_steps='
-               f'{config.grad_accum_steps} micro-batches that are each divisible by the '
+               f'{config.grad_accum_steps} x concurrent_microbatches='
+               f'{config.concurrent_microbatches} parts that are each divisible by the '
                f'{num_devices} devices.')
   if config.eval_batch_size <= 0 or config.eval_batch_size % num_devices:
     p.append(f'eval_batch_size={config.eval_batch_size} must be a positive multiple of the '
@@ -138,6 +138,8 @@ def _training_problems(config: ml_collections.ConfigDict, num_devices: int,
     p.append(f'grad_clip_norm={config.grad_clip_norm} must be >= 0 (0 = off).')
   if config.grad_accum_steps < 1:
     p.append(f'grad_accum_steps={config.grad_accum_steps} must be >= 1.')
+  if config.concurrent_microbatches < 1:
+    p.append(f'concurrent_microbatches={config.concurrent_microbatches} must be >= 1.')
   if not 0.0 <= config.label_smoothing < 1.0:
     p.append(f'label_smoothing={config.label_smoothing} must be in [0, 1).')
   if not 0.0 <= config.ema_decay < 1.0:

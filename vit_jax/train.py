@@ -133,10 +133,23 @@ def init_train_state(model: models.VisionTransformer, tx: optax.GradientTransfor
   return init(jax.random.key_data(jax.random.key(seed)))
 
 
+def split_batch(x: jax.Array, parts: int) -> jax.Array:
+  """[batch, ...] -> [parts, batch / parts, ...]; example j * parts + i goes to part i, so each
+  device keeps its own examples in every part (no resharding)."""
+  return jnp.swapaxes(x.reshape(x.shape[0] // parts, parts, *x.shape[1:]), 0, 1)
+
+
 def train_step(state: TrainState, batch: dict, *, model: models.VisionTransformer,
                tx: optax.GradientTransformation, grad_accum_steps: int,
-               label_smoothing: float, ema_decay: float) -> tuple[TrainState, dict]:
-  """One optimizer update on the global batch (split into `grad_accum_steps` micro-batches)."""
+               concurrent_microbatches: int, label_smoothing: float,
+               ema_decay: float) -> tuple[TrainState, dict]:
+  """One optimizer update on the global batch (split into `grad_accum_steps` micro-batches).
+
+  Each micro-batch is computed as `concurrent_microbatches` equal parts whose forward and
+  backward passes do not depend on each other (a Python loop, not a scan), so XLA:CPU's executor
+  runs them side by side on different cores; the mean of their equal-size means is the
+  micro-batch's gradient.
+  """
   rng = jax.random.fold_in(state.rng, state.step)
 
   def loss_fn(params, images, labels, dropout_rng):
@@ -146,33 +159,34 @@ def train_step(state: TrainState, batch: dict, *, model: models.VisionTransforme
 
   grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
 
+  def one_part(images, labels, dropout_rng):  # -> (grads, loss, top1, top5), means
+    (loss, logits), grads = grad_fn(state.params, images, labels, dropout_rng)
+    top1, top5 = topk_correct(logits, labels)
+    return grads, loss, jnp.mean(top1), jnp.mean(top5)
+
+  def grads_and_metrics(images, labels, dropout_rng):  # one micro-batch
+    n = concurrent_microbatches
+    if n == 1:
+      return one_part(images, labels, dropout_rng)
+    parts = [one_part(part_images, part_labels, jax.random.fold_in(dropout_rng, i))
+             for i, (part_images, part_labels)
+             in enumerate(zip(split_batch(images, n), split_batch(labels, n)))]
+    return jax.tree.map(lambda *xs: sum(xs) / n, *parts)
+
   if grad_accum_steps == 1:
-    (loss, logits), grads = grad_fn(state.params, batch['image'], batch['label'], rng)
-    top1, top5 = topk_correct(logits, batch['label'])
-    top1, top5 = jnp.mean(top1), jnp.mean(top5)
+    grads, loss, top1, top5 = grads_and_metrics(batch['image'], batch['label'], rng)
   else:
-    # [batch, ...] -> [accum, batch / accum, ...]; example j*accum + i goes to micro-batch i,
-    # so each device keeps its own examples (no resharding).
-    def split(x):
-      return jnp.swapaxes(x.reshape(x.shape[0] // grad_accum_steps, grad_accum_steps,
-                                    *x.shape[1:]), 0, 1)
-    micro = jax.tree.map(split, batch)
+    micro = jax.tree.map(lambda x: split_batch(x, grad_accum_steps), batch)
 
     def accumulate(carry, xs):
       micro_batch, index = xs
-      (l, logits), g = grad_fn(state.params, micro_batch['image'], micro_batch['label'],
-                               jax.random.fold_in(rng, index))
-      t1, t5 = topk_correct(logits, micro_batch['label'])
-      sums = (jax.tree.map(jnp.add, carry[0], g), carry[1] + l, carry[2] + jnp.mean(t1),
-              carry[3] + jnp.mean(t5))
-      return sums, None
+      out = grads_and_metrics(micro_batch['image'], micro_batch['label'],
+                              jax.random.fold_in(rng, index))
+      return jax.tree.map(jnp.add, carry, out), None
 
-    zeros = jax.tree.map(jnp.zeros_like, state.params)
-    init = (zeros, 0.0, 0.0, 0.0)
-    (grads, loss, top1, top5), _ = jax.lax.scan(
-        accumulate, init, (micro, jnp.arange(grad_accum_steps)))
-    grads = jax.tree.map(lambda g: g / grad_accum_steps, grads)
-    loss, top1, top5 = (x / grad_accum_steps for x in (loss, top1, top5))
+    zeros = (jax.tree.map(jnp.zeros_like, state.params), 0.0, 0.0, 0.0)
+    sums, _ = jax.lax.scan(accumulate, zeros, (micro, jnp.arange(grad_accum_steps)))
+    grads, loss, top1, top5 = jax.tree.map(lambda x: x / grad_accum_steps, sums)
 
   updates, opt_state = tx.update(grads, state.opt_state, state.params)
   params = optax.apply_updates(state.params, updates)
@@ -200,6 +214,7 @@ def jit_train_step(model, tx, config: ml_collections.ConfigDict, mesh: Mesh,
   """The train step compiled for the mesh; the incoming state's buffers are donated."""
   step = functools.partial(train_step, model=model, tx=tx,
                            grad_accum_steps=config.grad_accum_steps,
+                           concurrent_microbatches=config.concurrent_microbatches,
                            label_smoothing=config.label_smoothing, ema_decay=config.ema_decay)
   return jax.jit(step, in_shardings=(state_sharding, batch_sharded(mesh)),
                  out_shardings=(state_sharding, replicated(mesh)), donate_argnums=0)
