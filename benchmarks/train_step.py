@@ -45,8 +45,9 @@ the column is XLA's compiled estimate, arguments + outputs - donated aliases + t
 
 Configs (`--configs`):
   seed000   configs/baseline.py: seed 000's model (pre-LN, as the Keras code), 224 px / patch 32,
-            folded attention (as the config; `--set=model.attention_impl=xla` for the standard)
-  seed001   configs/keras_tutorial.py: 72 px / patch 6, 4 layers, batch 64, folded attention
+            folded attention and 2 concurrent micro-batches, as the config sets them
+            (`--set=model.attention_impl=xla --set=concurrent_microbatches=1` for neither)
+  seed001   configs/keras_tutorial.py: 72 px / patch 6, 4 layers, batch 64, the same two settings
   vit_s16   ViT-S/16 at 224, token head, 100 classes
   vit_b16   ViT-B/16 at 224, token head, 100 classes
   cifar_p4  a 32 px / patch 4 CIFAR ViT (configs/common.py's model: 192 wide, 6 layers, 3 heads, MLP 768)
