@@ -16,7 +16,6 @@ from vit_jax import optim
 from vit_jax import pretrained
 
 DTYPES = ('float32', 'bfloat16', 'float16')
-ATTENTION_IMPLS = ('xla', 'cudnn', 'folded')
 
 
 class ConfigError(ValueError):
@@ -83,8 +82,9 @@ def _model_problems(model_config: ml_collections.ConfigDict, image_size: int) ->
   for name in ('dtype', 'param_dtype'):
     if model[name] not in DTYPES:
       p.append(f'model.{name}={model[name]!r}: expected one of {DTYPES}.')
-  if model.attention_impl not in ATTENTION_IMPLS:
-    p.append(f'model.attention_impl={model.attention_impl!r}: expected one of {ATTENTION_IMPLS}.')
+  if model.attention_impl not in models.ATTENTION_IMPLS:
+    p.append(f'model.attention_impl={model.attention_impl!r}: expected one of '
+             f'{models.ATTENTION_IMPLS}.')
   return p
 
 

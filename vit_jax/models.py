@@ -391,20 +391,19 @@ class MultiHeadDotProductAttention(nn.Module):
 
   @nn.compact
   def __call__(self, x: Array, *, train: bool) -> Array:  # x: [batch, tokens, width]
-    b, t, width = x.shape
-    h, d = self.num_heads, self.head_dim
     x = x.astype(self.dtype)
-
-    def project(name: str) -> Array:  # [batch, tokens, heads, head_dim]
-      kernel, bias = _DenseGeneralParams((width,), (h, d), self.param_dtype, name=name)()
-      y = jnp.dot(x.reshape(b * t, width), kernel.reshape(width, h * d).astype(self.dtype))
-      return (y + bias.reshape(h * d).astype(self.dtype)).reshape(b, t, h, d)
-
     if self.implementation == 'folded':
       return self._folded(x, train=train)
+    b, t, width = x.shape
+    h, d = self.num_heads, self.head_dim
+
+    def project(name: str) -> Array:  # [batch, tokens, heads, head_dim]
+      kernel, bias = self._params(name, (width,), (h, d))
+      y = jnp.dot(x.reshape(b * t, width), kernel.reshape(width, h * d))
+      return (y + bias.reshape(h * d)).reshape(b, t, h, d)
+
     q, k, v = project('query'), project('key'), project('value')
-    out_kernel, out_bias = _DenseGeneralParams((h, d), (width,), self.param_dtype, name='out')()
-    out_kernel, out_bias = out_kernel.astype(self.dtype), out_bias.astype(self.dtype)
+    out_kernel, out_bias = self._params('out', (h, d), (width,))
 
     explicit = self.is_mutable_collection('intermediates') or (train and self.dropout_rate > 0)
     if explicit:  # fused kernels neither return the weights nor drop them out
@@ -416,6 +415,12 @@ class MultiHeadDotProductAttention(nn.Module):
     y = jax.nn.dot_product_attention(q, k, v, implementation=impl)  # [batch, tokens, heads, head_dim]
     y = jnp.dot(y.reshape(b * t, h * d), out_kernel.reshape(h * d, width))
     return (y + out_bias).reshape(b, t, width)  # [batch, tokens, width]
+
+  def _params(self, name: str, in_shape: tuple[int, ...],
+              features: tuple[int, ...]) -> tuple[Array, Array]:
+    """One projection's (kernel, bias) in the compute dtype (nn.DenseGeneral names and init)."""
+    kernel, bias = _DenseGeneralParams(in_shape, features, self.param_dtype, name=name)()
+    return kernel.astype(self.dtype), bias.astype(self.dtype)
 
   def _weights(self, logits: Array, *, heads_first: bool, train: bool) -> Array:
     """Softmax over keys (the last axis), sown as [batch, heads, q, k] when asked, dropped out."""
@@ -450,13 +455,9 @@ class MultiHeadDotProductAttention(nn.Module):
     """
     b, t, width = x.shape
     h, d = self.num_heads, self.head_dim
-
-    def params(name: str, in_shape: tuple[int, ...], features: tuple[int, ...]):
-      kernel, bias = _DenseGeneralParams(in_shape, features, self.param_dtype, name=name)()
-      return kernel.astype(self.dtype), bias.astype(self.dtype)
-
-    (wq, bq), (wk, _), (wv, bv) = (params(n, (width,), (h, d)) for n in ('query', 'key', 'value'))
-    wo, bo = params('out', (h, d), (width,))
+    (wq, bq), (wk, _), (wv, bv) = (self._params(n, (width,), (h, d))
+                                   for n in ('query', 'key', 'value'))
+    wo, bo = self._params('out', (h, d), (width,))
     wk = wk / math.sqrt(d)
     qk = jnp.einsum('chd,ehd->che', wq, wk).reshape(width, h * width)  # [width, heads * width]
     qk_bias = jnp.einsum('hd,ehd->he', bq, wk).reshape(h * width)
