@@ -24,9 +24,6 @@ flags.DEFINE_enum('mode', 'train', ['train', 'eval'], 'train (resumes if checkpo
                   'eval (restores a checkpoint and evaluates config.data.eval_split).')
 flags.DEFINE_string('checkpoint', '', 'For --mode=eval: "" or "latest" (newest), "best" (by val '
                     'top-1), a step number, or a path WORKDIR/checkpoints/<step>.')
-flags.DEFINE_bool('thp_malloc', True, 'On Linux/glibc >= 2.35: re-execute once with '
-                  'GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (transparent huge pages for host '
-                  'memory; +20-29% CPU train-step throughput, see vit_jax/host.py).')
 flags.mark_flags_as_required(['config', 'workdir'])
 
 FLAGS = flags.FLAGS
@@ -34,9 +31,10 @@ FLAGS = flags.FLAGS
 
 def main(argv):
   del argv
-  if FLAGS.thp_malloc:
-    from vit_jax import host  # pylint: disable=g-import-not-at-top
-    host.reexec_with_thp_malloc()  # Before JAX/TF start any thread; returns if nothing to gain.
+  from vit_jax import host  # pylint: disable=g-import-not-at-top
+  # On Linux/glibc: re-executes once with the malloc tunables of config.host_malloc (faster CPU
+  # steps, vit_jax/host.py). Before JAX/TF start any thread; returns if there is nothing to add.
+  host.reexec_with_malloc(FLAGS.config.host_malloc)
   # tf.data's 224px augmentation runs 1.5-1.7x faster with TF's BFC CPU allocator (measured in
   # benchmarks/input_pipeline.py); it must be set before TensorFlow initializes.
   os.environ.setdefault('TF_CPU_ALLOCATOR_USE_BFC', 'true')

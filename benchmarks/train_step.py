@@ -20,7 +20,8 @@ resizes on the device (`model.input_resize`, see vit_jax/models.py), in which ca
 size, augmentation excluded (see benchmarks/peers.py).
 
 Host malloc: like run.py, the script re-executes itself with glibc's malloc on transparent huge
-pages (vit_jax/host.py; `--no-thp_malloc` to compare); the peers inherit that environment.
+pages (`--host_malloc=huge_pages`, vit_jax/host.py; `default` or `one_heap` to compare); the
+peers inherit that environment.
 
 Timing: wall-clock per step (block_until_ready on the step's outputs), best of `--steps`; the
 process CPU time per image is printed too: on a shared machine, cores x CPU-s/img is the
@@ -324,13 +325,14 @@ def main(argv=None) -> int:
   parser.add_argument('--set', action='append', default=[],
                       help='config override for every row, e.g. --set=model.attention_impl=xla')
   parser.add_argument('--peer_timeout', type=float, default=900.0)
-  parser.add_argument('--thp_malloc', action=argparse.BooleanOptionalAction, default=True,
-                      help='re-execute with glibc malloc on transparent huge pages, as run.py '
-                      'does (vit_jax/host.py); the peers inherit the same environment')
+  parser.add_argument('--host_malloc', choices=('default', 'huge_pages', 'one_heap'),
+                      default='huge_pages',
+                      help="re-execute with these glibc malloc tunables, as run.py's config.host_malloc "
+                      '(vit_jax/host.py); the peers inherit the same environment')
   args = parser.parse_args(argv)
-  if args.thp_malloc and argv is None:  # re-exec repeats the command line, not a caller's argv
+  if argv is None:  # re-exec repeats the command line, not a caller's argv
     from vit_jax import host  # pylint: disable=g-import-not-at-top
-    host.reexec_with_thp_malloc()
+    host.reexec_with_malloc(args.host_malloc)
 
   import jax  # pylint: disable=g-import-not-at-top
   platform = jax.devices()[0].platform

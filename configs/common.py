@@ -100,6 +100,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.grad_clip_norm = 0.0        # 0 = no clipping
   config.grad_accum_steps = 1        # micro-batches per update (same update as the full batch)
   config.concurrent_microbatches = 1  # independent parts per micro-batch, run side by side (CPU cores)
+  config.host_malloc = 'huge_pages'  # run.py's glibc malloc: 'huge_pages' | 'one_heap' | 'default' (vit_jax/host.py)
   config.label_smoothing = 0.0
   config.ema_decay = 0.0             # 0 = no EMA of parameters; e.g. 0.9999
   config.trainable = ''              # regex of param paths to train ('' = all; 'head' = linear probe)

@@ -34,6 +34,7 @@ BAD_VALUES = [
     ('batch_size', 0, 'batch_size=0 must be positive'),
     ('batch_size', 250, 'batch_size=250 must split into grad_accum_steps=4'),
     ('concurrent_microbatches', 0, 'concurrent_microbatches=0 must be >= 1'),
+    ('host_malloc', 'one-heap', "host_malloc='one-heap' is not one of default, huge_pages, one_heap"),
     ('eval_batch_size', -1, 'eval_batch_size=-1 must be a positive multiple'),
     ('num_epochs', 0.0, 'num_epochs=0.0 must be positive'),
     ('total_steps', -10, 'total_steps=-10 must be >= 0'),

@@ -1,4 +1,4 @@
-"""vit_jax/host.py: when the THP-malloc re-exec happens, and that it keeps the command intact."""
+"""vit_jax/host.py: which malloc tunables each mode's re-exec adds, and that it keeps the command."""
 
 import json
 import os
@@ -8,30 +8,43 @@ import sys
 from vit_jax import host
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ONE_HEAP = f'glibc.malloc.arena_max=1:glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold={2**46}'
+HUGE = 'glibc.malloc.hugetlb=1'
 
 
-def test_env_adds_the_tunable_once():
-  env = host.thp_malloc_env({'PATH': '/bin'}, (2, 36), 'madvise')
-  assert env == {'PATH': '/bin', 'GLIBC_TUNABLES': 'glibc.malloc.hugetlb=1'}
-  # Already set (by the user, or by the re-exec itself): no second re-exec.
-  assert host.thp_malloc_env(env, (2, 36), 'madvise') is None
-  assert host.thp_malloc_env({'GLIBC_TUNABLES': 'glibc.malloc.hugetlb=0'}, (2, 36), 'always') is None
+def test_each_mode_adds_its_tunables_once():
+  for mode, tunables in (('huge_pages', HUGE), ('one_heap', f'{ONE_HEAP}:{HUGE}')):
+    env = host.malloc_env({'PATH': '/bin'}, mode, (2, 36), 'madvise')
+    assert env == {'PATH': '/bin', 'GLIBC_TUNABLES': tunables}, mode
+    # After the re-exec everything is set: no second re-exec.
+    assert host.malloc_env(env, mode, (2, 36), 'madvise') is None, mode
+  assert host.malloc_env({}, 'default', (2, 36), 'madvise') is None
 
 
-def test_env_keeps_the_users_other_tunables():
-  env = host.thp_malloc_env({'GLIBC_TUNABLES': 'glibc.malloc.arena_max=2'}, (2, 39), 'always')
-  assert env['GLIBC_TUNABLES'] == 'glibc.malloc.arena_max=2:glibc.malloc.hugetlb=1'
+def test_the_users_values_win_and_only_missing_ones_are_added():
+  env = host.malloc_env({'GLIBC_TUNABLES': 'glibc.malloc.arena_max=2:glibc.malloc.hugetlb=0'},
+                        'one_heap', (2, 39), 'always')
+  assert env['GLIBC_TUNABLES'] == ('glibc.malloc.arena_max=2:glibc.malloc.hugetlb=0:'
+                                   f'glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold={2**46}')
+  assert host.malloc_env({'GLIBC_TUNABLES': 'glibc.malloc.hugetlb=0'}, 'huge_pages', (2, 36),
+                         'always') is None
 
 
-def test_no_reexec_where_nothing_to_gain():
-  assert host.thp_malloc_env({}, None, 'madvise') is None       # not glibc
-  assert host.thp_malloc_env({}, (2, 34), 'madvise') is None    # tunable needs glibc 2.35
-  assert host.thp_malloc_env({}, (2, 36), 'never') is None      # THP off in the kernel
-  assert host.thp_malloc_env({}, (2, 36), None) is None         # THP setting unreadable
+def test_huge_pages_only_where_glibc_and_the_kernel_have_them():
+  for version, thp in (((2, 34), 'madvise'), ((2, 36), 'never'), ((2, 36), None)):
+    assert host.malloc_env({}, 'one_heap', version, thp) == {'GLIBC_TUNABLES': ONE_HEAP}
+    assert host.malloc_env({}, 'huge_pages', version, thp) is None, (version, thp)
 
 
-def test_reexec_keeps_arguments_and_sets_tunable_on_this_machine():
-  code = ('import json, os, sys; from vit_jax import host; host.reexec_with_thp_malloc(); '
+def test_nothing_without_glibc_tunables_or_for_an_unknown_mode():
+  assert host.malloc_env({}, 'one_heap', None, 'madvise') is None     # not glibc
+  assert host.malloc_env({}, 'one_heap', (2, 25), 'madvise') is None  # tunables need glibc 2.26
+  # An unknown mode changes nothing here; config validation reports it (test_config_validation).
+  assert host.malloc_env({}, 'one-heap', (2, 36), 'madvise') is None
+
+
+def test_reexec_keeps_arguments_and_sets_tunables_on_this_machine():
+  code = ('import json, os, sys; from vit_jax import host; host.reexec_with_malloc("one_heap"); '
           'print(json.dumps([os.getpid(), sys.argv[1:], os.environ.get("GLIBC_TUNABLES")]))')
   env = {k: v for k, v in os.environ.items() if k != 'GLIBC_TUNABLES'}
   proc = subprocess.Popen([sys.executable, '-c', code, 'a b', '--x=1'], cwd=ROOT, env=env,
@@ -41,5 +54,5 @@ def test_reexec_keeps_arguments_and_sets_tunable_on_this_machine():
   pid, argv, tunables = json.loads(out)
   assert pid == proc.pid  # execve: the same process, not a child
   assert argv == ['a b', '--x=1']
-  expected = host.thp_malloc_env(env, host._glibc_version(), host._thp_mode())
+  expected = host.malloc_env(env, 'one_heap', host._glibc_version(), host._thp_mode())
   assert tunables == (expected['GLIBC_TUNABLES'] if expected else None)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 import ml_collections
 
+from vit_jax import host
 from vit_jax import input_pipeline
 from vit_jax import models
 from vit_jax import optim
@@ -140,6 +141,9 @@ def _training_problems(config: ml_collections.ConfigDict, num_devices: int,
     p.append(f'grad_accum_steps={config.grad_accum_steps} must be >= 1.')
   if config.concurrent_microbatches < 1:
     p.append(f'concurrent_microbatches={config.concurrent_microbatches} must be >= 1.')
+  if config.host_malloc not in host.MALLOC_MODES:
+    p.append(f'host_malloc={config.host_malloc!r} is not one of {", ".join(host.MALLOC_MODES)} '
+             '(vit_jax/host.py says what each does).')
   if not 0.0 <= config.label_smoothing < 1.0:
     p.append(f'label_smoothing={config.label_smoothing} must be in [0, 1).')
   if not 0.0 <= config.ema_decay < 1.0:

@@ -1,15 +1,31 @@
-"""Process-level settings of the host: glibc's malloc on transparent huge pages.
+"""Process-level settings of the host: how glibc's malloc serves XLA:CPU's large buffers.
 
-XLA:CPU allocates each step's temporaries as one buffer (~0.5 GiB for a batch-256 32px model, 2 GiB
-for the seed-000 model) with plain malloc, which glibc serves with a fresh mmap every step (seen
-with strace: one mmap + munmap of the same size per step), on 4 KiB pages: page faults and zeroing
-every step, and TLB misses in every matmul that streams through it. glibc >= 2.35 can back its
-allocations with transparent huge pages (`GLIBC_TUNABLES=glibc.malloc.hugetlb=1`; the kernel's THP
-mode must be `madvise` or `always`, `madvise` being the usual default). Measured on the 2-core CPU
-VM (benchmarks/train_step.py, with and without, same shapes): 32px/patch-8/256x6 model 355-360 ->
-413-438 img/s, seed000 109 -> 131, seed001 76 -> 98. The tunable is read only when a process
-starts, so the entry points (run.py, the benchmarks) re-execute themselves once with it set.
-Accelerator memory is not affected; host memory may grow by up to a huge page per malloc arena.
+XLA:CPU allocates each step's temporaries and new outputs with plain malloc (~0.5 GiB a step for
+a batch-256 32px model, 2 GiB for the seed-000 model). Left to glibc's defaults, each of those
+large blocks is a fresh mmap on 4 KiB pages, unmapped again at the end of the step (seen with
+strace: one mmap + munmap of the same size per buffer per step), so the kernel faults in and
+zeroes the same memory every step. `config.host_malloc` chooses what run.py does about it:
+
+- 'huge_pages' (the default): transparent huge pages for malloc (`glibc.malloc.hugetlb=1`,
+  glibc >= 2.35 with the kernel's THP mode `madvise` or `always`): 512x fewer page faults and
+  fewer TLB misses in every matmul streaming through those buffers. Measured on the AMD VM
+  (benchmarks/train_step.py, with and without): 32px/patch-8/256x6 model 355-360 -> 413-438
+  img/s, seed000 109 -> 131, seed001 76 -> 98.
+- 'one_heap': huge pages and one heap that keeps its memory (`glibc.malloc.arena_max=1`,
+  `glibc.malloc.mmap_max=0`, `glibc.malloc.trim_threshold=2**46`). Every allocation comes from
+  the main heap, which can grow past the 64 MiB limit of glibc's per-thread heaps (above it a
+  thread's allocation is always an mmap), and freed blocks are reused instead of handed back to
+  the kernel. In a `configs/keras_tutorial.py` run the kernel's page clearing
+  (`clear_page_erms`) was 14% of all CPU samples (`perf record -a`) with 'huge_pages'. run.py on
+  the 2-core Intel VM, 'huge_pages' -> 'one_heap', same commands: keras_tutorial 107-123 ->
+  135-141 img/s (system CPU time 63 -> 13 s), cpu_fast 227-252 -> 237-295 img/s (64 -> 15 s).
+  The price: the process keeps its peak host memory, fragmentation included: max RSS
+  cpu_fast 2.5 -> 4.3 GB, and for the seed-000 model at 224px (where it gained nothing:
+  203-212 img/s both ways) 8.2 -> ~13 GB. So the small-model CPU configs set it, not the default.
+- 'default': glibc as it is.
+
+Tunables are read only when a process starts, so the entry points (run.py, the benchmarks)
+re-execute themselves once with them set. Accelerator memory is not affected.
 """
 
 from __future__ import annotations
@@ -18,7 +34,12 @@ import os
 import sys
 from typing import Mapping
 
-TUNABLE = 'glibc.malloc.hugetlb=1'
+# (tunable, value, oldest glibc that has it); the tunables framework itself is glibc 2.26.
+ONE_HEAP_TUNABLES = (('glibc.malloc.arena_max', '1', (2, 26)),
+                     ('glibc.malloc.mmap_max', '0', (2, 26)),
+                     ('glibc.malloc.trim_threshold', str(2**46), (2, 26)))
+HUGE_PAGE_TUNABLE = ('glibc.malloc.hugetlb', '1', (2, 35))
+MALLOC_MODES = ('default', 'huge_pages', 'one_heap')  # config.host_malloc
 THP_SETTING = '/sys/kernel/mm/transparent_hugepage/enabled'
 
 
@@ -44,32 +65,41 @@ def _thp_mode() -> str | None:
   return text[start + 1:end] if 0 <= start < end else None
 
 
-def thp_malloc_env(environ: Mapping[str, str], glibc_version: tuple[int, int] | None,
-                   thp_mode: str | None) -> dict[str, str] | None:
-  """The environment to re-execute with, or None where there is nothing to gain.
+def malloc_env(environ: Mapping[str, str], mode: str, glibc_version: tuple[int, int] | None,
+               thp_mode: str | None) -> dict[str, str] | None:
+  """The environment to re-execute with for `mode`, or None where there is nothing to add.
 
-  None when: not glibc >= 2.35 (the tunable does not exist), THP is off or unknown, or the
-  environment already has a `glibc.malloc.hugetlb` tunable (set by the user, or by the re-exec
-  itself, so a process re-executes at most once).
+  mode: 'huge_pages' (the huge-page tunable), 'one_heap' (the one-heap tunables and the huge-page
+  tunable) or 'default' (glibc untouched; also what an unknown mode does here, which config
+  validation reports with the other config errors). Adds to GLIBC_TUNABLES each tunable this glibc
+  has that is not set already: a value the user set wins, and after the re-exec everything is
+  set, so a process re-executes at most once. The huge-page tunable only where the kernel's THP
+  is on. None when not glibc (no tunables) or nothing is missing.
   """
-  if glibc_version is None or glibc_version < (2, 35) or thp_mode not in ('always', 'madvise'):
+  if glibc_version is None or mode not in MALLOC_MODES:
     return None
+  wanted = list(ONE_HEAP_TUNABLES) if mode == 'one_heap' else []
+  if mode != 'default' and thp_mode in ('always', 'madvise'):
+    wanted.append(HUGE_PAGE_TUNABLE)
   tunables = environ.get('GLIBC_TUNABLES', '')
-  if 'glibc.malloc.hugetlb' in tunables:
+  present = {item.split('=', 1)[0] for item in tunables.split(':') if item}
+  missing = [f'{name}={value}' for name, value, since in wanted
+             if glibc_version >= since and name not in present]
+  if not missing:
     return None
   env = dict(environ)
-  env['GLIBC_TUNABLES'] = f'{tunables}:{TUNABLE}' if tunables else TUNABLE
+  env['GLIBC_TUNABLES'] = ':'.join(([tunables] if tunables else []) + missing)
   return env
 
 
-def reexec_with_thp_malloc() -> None:
-  """Replaces this process by the same command with glibc's THP malloc on (see the docstring).
+def reexec_with_malloc(mode: str) -> None:
+  """Replaces this process by the same command with `mode`'s malloc tunables set (see above).
 
   Call it first thing in an entry point, before JAX or TensorFlow start threads. Returns (and
-  changes nothing) where `thp_malloc_env` says there is nothing to gain. Same PID, arguments,
+  changes nothing) where `malloc_env` has nothing to add. Same PID, arguments,
   stdin/stdout/stderr: a caller (a sweep, a cluster launcher) sees one process.
   """
-  env = thp_malloc_env(os.environ, _glibc_version(), _thp_mode())
+  env = malloc_env(os.environ, mode, _glibc_version(), _thp_mode())
   if env is None:
     return
   sys.stdout.flush()
