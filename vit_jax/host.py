@@ -21,7 +21,7 @@ zeroes the same memory every step. `config.host_malloc` chooses what run.py does
   135-141 img/s (system CPU time 63 -> 13 s), cpu_fast 227-252 -> 237-295 img/s (64 -> 15 s).
   The price: the process keeps its peak host memory, fragmentation included: max RSS
   cpu_fast 2.5 -> 4.3 GB, and for the seed-000 model at 224px (where it gained nothing:
-  203-212 img/s both ways) 8.2 -> ~13 GB. So the small-model CPU configs set it, not the default.
+  203-212 img/s both ways) 8.2 -> 15.6 GB. So the small-model CPU configs set it, not the default.
 - 'default': glibc as it is.
 
 Tunables are read only when a process starts, so the entry points (run.py, the benchmarks)
