@@ -30,6 +30,12 @@ attention layout and dropout bits of that day (same initialisation and masks): ~
   minutes (training)  5.7   11.1   16.6   22.0   27.5   33.0   38.5   43.9 (end)
   val top-1 (%)      18.5   26.8   32.5   37.4   41.4   43.6   45.5   46.0
 
+Re-run 2026-12-02, same command, same Intel VM type (slower that day: 227-252 img/s in 300-step
+runs with the old malloc) with `host_malloc = 'one_heap'` (below): median 292 img/s (272-312 per
+50-step window), 6,000 steps in 2,680 s (44.7 min wall, 8 validations included), the same curve to
+the digit (val top-1 18.46 / 26.76 / 32.52 / 37.38 / 41.42 / 43.64 / 45.52 / 46.04% at 5.4 / 10.9 /
+16.4 / 22.1 / 27.6 / 33.2 / 38.9 / 44.6 min), max RSS 4.7 GB.
+
 How the shape was chosen (all on the same machine and data):
 - The previous recipe, patch 8 (16 tokens), 6 x 256, batch 256, 4,000 steps: 41.56% at 51 min
   (~335 img/s before the huge-page malloc). Too coarse: 8x8-pixel tokens.
