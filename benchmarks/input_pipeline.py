@@ -24,6 +24,10 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+if ROOT not in sys.path:
+  sys.path.insert(0, ROOT)
+
+from vit_jax import host  # pylint: disable=g-import-not-at-top  (stdlib only: cheap before the re-exec)
 
 RECIPES = {
     # name: (description, data-config overrides)
@@ -62,14 +66,10 @@ def main() -> int:
   parser.add_argument('--allocator', choices=('bfc', 'default'), default='bfc')
   parser.add_argument('--step_steps', type=int, default=3,
                       help='timed train steps per model (0 = do not time the train step)')
-  parser.add_argument('--host_malloc', choices=('default', 'huge_pages', 'one_heap'),
-                      default='huge_pages',
+  parser.add_argument('--host_malloc', choices=host.MALLOC_MODES, default='huge_pages',
                       help="glibc malloc tunables, as run.py's config.host_malloc (vit_jax/host.py)")
   args = parser.parse_args()
-  sys.path.insert(0, ROOT)
-  if args.host_malloc != 'default':
-    from vit_jax import host  # pylint: disable=g-import-not-at-top
-    host.reexec_with_malloc(args.host_malloc)
+  host.reexec_with_malloc(args.host_malloc)  # before TF or JAX start threads
 
   if not os.path.exists(args.archive):
     print(f'Archive {os.path.normpath(args.archive)} not found: nothing to benchmark. Pass '

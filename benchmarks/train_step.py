@@ -75,6 +75,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
+from vit_jax import host  # pylint: disable=g-import-not-at-top  (stdlib only: cheap before the re-exec)
+
 CONFIGS = ('seed000', 'seed001', 'vit_s16', 'vit_b16', 'cifar_p4', 'cpu_fast')
 MODES = {'default': {}, 'remat': {'model.remat': True}, 'scan': {'model.scan': True},
          'scan+remat': {'model.scan': True, 'model.remat': True}}
@@ -325,13 +327,11 @@ def main(argv=None) -> int:
   parser.add_argument('--set', action='append', default=[],
                       help='config override for every row, e.g. --set=model.attention_impl=xla')
   parser.add_argument('--peer_timeout', type=float, default=900.0)
-  parser.add_argument('--host_malloc', choices=('default', 'huge_pages', 'one_heap'),
-                      default='huge_pages',
+  parser.add_argument('--host_malloc', choices=host.MALLOC_MODES, default='huge_pages',
                       help="re-execute with these glibc malloc tunables, as run.py's config.host_malloc "
                       '(vit_jax/host.py); the peers inherit the same environment')
   args = parser.parse_args(argv)
   if argv is None:  # re-exec repeats the command line, not a caller's argv
-    from vit_jax import host  # pylint: disable=g-import-not-at-top
     host.reexec_with_malloc(args.host_malloc)
 
   import jax  # pylint: disable=g-import-not-at-top
