@@ -1,5 +1,9 @@
 """Every bad config value stops before compile with a message naming the field and the fix."""
 
+import glob
+import importlib
+import os
+
 import pytest
 
 from configs import common
@@ -91,10 +95,18 @@ def test_at_least_thirty_bad_values_are_covered():
   assert len(BAD_VALUES) >= 30
 
 
-@pytest.mark.parametrize('name', ['common', 'baseline', 'addnorm', 'postnorm', 'keras_tutorial',
-                                  'cpu_quick', 'finetune_cifar100'])
+SHIPPED_CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'configs', '*.py'))
+    if not p.endswith('__init__.py'))
+
+
+def test_every_config_file_is_checked():
+  assert {'common', 'cpu_fast', 'cpu_quick', 'study', 'study_cpu'} <= set(SHIPPED_CONFIGS)
+
+
+@pytest.mark.parametrize('name', SHIPPED_CONFIGS)
 def test_shipped_configs_are_valid(name):
-  module = __import__(f'configs.{name}', fromlist=['get_config'])
+  module = importlib.import_module(f'configs.{name}')
   config_validation.validate_config(module.get_config(), num_devices=8)
 
 

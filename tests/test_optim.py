@@ -51,15 +51,22 @@ def test_weight_decay_only_on_kernels():
   assert not mask['Transformer']['encoder_norm']['scale']
 
 
-def test_adamw_decays_kernels_not_biases():
-  config = _config(learning_rate=0.1, weight_decay=0.5, lr_schedule='constant')
-  params = _params()
+@pytest.mark.parametrize('optimizer', ['adamw', 'sgd'])
+def test_decoupled_decay_is_minus_lr_wd_p_on_kernels_only(optimizer):
+  """With zero gradients the whole update is the weight decay: -lr * wd * p on kernels, 0 elsewhere."""
+  config = _config(optimizer=optimizer, learning_rate=0.1, weight_decay=0.5, momentum=0.0,
+                   lr_schedule='constant', warmup_steps=0, warmup_fraction=0.0)
+  rng = np.random.default_rng(0)
+  params = jax.tree.map(lambda x: jnp.asarray(rng.normal(size=x.shape), jnp.float32), _params())
   tx = optim.create_optimizer(config, params, total_steps=10)
   zero_grads = jax.tree.map(jnp.zeros_like, params)
   updates, _ = tx.update(zero_grads, tx.init(params), params)
-  assert float(jnp.abs(updates['head']['kernel']).max()) > 0      # decayed
+  for path in (('head', 'kernel'), ('embedding', 'kernel')):
+    p, u = params[path[0]][path[1]], updates[path[0]][path[1]]
+    np.testing.assert_allclose(u, -0.1 * 0.5 * np.asarray(p), rtol=1e-6, atol=0)
   assert float(jnp.abs(updates['head']['bias']).max()) == 0       # not decayed
   assert float(jnp.abs(updates['cls']).max()) == 0
+  assert float(jnp.abs(updates['Transformer']['encoder_norm']['scale']).max()) == 0
 
 
 def test_trainable_regex_freezes_the_rest():

@@ -271,6 +271,23 @@ def test_export_load_round_trip_gives_identical_logits(tmp_path, model_config):
     np.testing.assert_allclose(apply({'params': shifted}, images), logits, rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.parametrize('scan', [False, True], ids=['loop', 'scan'])
+def test_export_writes_the_official_names_and_shapes(tmp_path, scan):
+  """The raw file, read with np.load (no loader renaming on the way in), has exactly the names
+  and shapes of an official pre-LN checkpoint of the same size (npz_fixtures' table)."""
+  hidden, layers, heads, mlp = SMALL
+  model = models.create_model(dict(patch_size=16, hidden_size=hidden, num_layers=layers,
+                                   num_heads=heads, mlp_dim=mlp, representation_size=hidden,
+                                   scan=scan), 10)
+  path = str(tmp_path / 'export.npz')
+  pretrained.export_npz(random_params(model, 64), path)
+  official = npz_fixtures.official_shapes(SMALL, 16, image=64, num_classes=10,
+                                          representation_size=hidden)
+  with np.load(path) as f:
+    assert sorted(f.files) == sorted(official)
+    assert {n: f[n].shape for n in f.files} == official
+
+
 def test_export_cli_from_a_run(tmp_path, capsys):
   """`python -m vit_jax.pretrained --workdir=... --out=...` writes the run's params."""
   config = common.get_config()

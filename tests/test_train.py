@@ -56,15 +56,32 @@ def _run(config, devices, batches):
 SGD = dict(optimizer='sgd', learning_rate=0.1)
 
 
+def _body(params):
+  """Everything but the classifier head, which starts at zero."""
+  return {k: v for k, v in params.items() if k != 'head'}
+
+
 def test_eight_devices_match_one_device():
+  """With dropout on: the masks are drawn for the global batch, whatever the device count."""
   assert jax.device_count() == 8, 'tests/conftest.py forces 8 CPU devices'
+  config = _config(dropout_rate=0.2, attention_dropout_rate=0.2, **SGD)
   batches = _batches(3, 16)
-  params_1, losses_1 = _run(_config(**SGD), jax.devices()[:1], batches)
-  params_8, losses_8 = _run(_config(**SGD), jax.devices(), batches)
+  _, _, init_state, _ = _setup(config, jax.devices()[:1])
+  init_params = jax.device_get(init_state.params)
+  params_1, losses_1 = _run(config, jax.devices()[:1], batches)
+  params_8, losses_8 = _run(config, jax.devices(), batches)
   np.testing.assert_allclose(losses_1, losses_8, rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                params_1, params_8)
   assert losses_1[-1] != losses_1[0]  # it actually trained
+  moved = jax.tree.map(lambda a, b: float(np.max(np.abs(a - b))), _body(params_1),
+                       _body(init_params))
+  assert min(jax.tree.leaves(moved)) > 0, moved  # every body parameter got a gradient
+  # Dropout is on: the same step without it gives other params.
+  params_nodrop, _ = _run(_config(**SGD), jax.devices()[:1], batches)
+  assert not np.allclose(params_nodrop['Transformer']['encoderblock_0']['MlpBlock_3']['Dense_0']
+                         ['kernel'], params_1['Transformer']['encoderblock_0']['MlpBlock_3']
+                         ['Dense_0']['kernel'])
 
 
 def test_gradient_accumulation_equals_big_batch():
@@ -74,6 +91,40 @@ def test_gradient_accumulation_equals_big_batch():
   np.testing.assert_allclose(losses_big, losses_acc, rtol=1e-5)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6),
                params_big, params_acc)
+
+
+def test_gradient_accumulation_runs_the_model_on_micro_batches():
+  """grad_accum_steps=4 on a 16-image batch: the model sees 4-image micro-batches, never 16."""
+  hlo = {}
+  for accum in (1, 4):
+    _, mesh, state, step = _setup(_config(grad_accum_steps=accum), jax.devices()[:1])
+    batch = next(train.device_batches(iter(_batches(1, 16)), mesh))
+    hlo[accum] = step.lower(state, batch).as_text()
+  # The images cut into 4x4 patches, [batch, grid, patch, grid, patch, 3], before the embedding.
+  micro, full = 'tensor<4x2x4x2x4x3xf32>', 'tensor<16x2x4x2x4x3xf32>'
+  assert full in hlo[1] and micro not in hlo[1]
+  assert micro in hlo[4] and full not in hlo[4]
+
+
+def test_gradient_accumulation_equals_micro_batch_gradients_by_hand():
+  """One SGD step with 2 micro-batches = params - lr * mean of the 2 micro-batch gradients,
+  each taken by jax.grad on its own 8 examples (example j * 2 + i goes to micro-batch i)."""
+  config = _config(grad_accum_steps=2, weight_decay=0.0, momentum=0.0, **SGD)
+  model, mesh, state, step = _setup(config, jax.devices()[:1])
+  params = jax.device_get(state.params)
+  batch = _batches(1, 16)[0]
+  new_state, _ = step(state, next(train.device_batches(iter([batch]), mesh)))
+
+  def loss(p, images, labels):
+    return jnp.mean(train.cross_entropy(model.apply({'params': p}, images), labels))
+
+  grads = [jax.grad(loss)(params, batch['image'][i::2], batch['label'][i::2]) for i in range(2)]
+  expected = jax.tree.map(lambda p, g0, g1: p - 0.1 * (g0 + g1) / 2, params, *grads)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7),
+               jax.device_get(new_state.params), expected)
+  # ... and not the update of the first micro-batch alone.
+  first_only = jax.tree.map(lambda p, g0: p - 0.1 * g0, params, grads[0])
+  assert not np.allclose(new_state.params['head']['kernel'], first_only['head']['kernel'])
 
 
 @pytest.mark.parametrize('grad_accum_steps', [1, 2])
@@ -114,32 +165,45 @@ def test_step_needs_no_host_transfer_and_donates_state():
 
 
 def test_ema_follows_params():
-  config = _config(ema_decay=0.5)
+  """Two steps with decay 0.9: ema_2 = 0.9 * (0.9 * p0 + 0.1 * p1) + 0.1 * p2 (not symmetric)."""
+  config = _config(ema_decay=0.9)
   _, mesh, state, step = _setup(config, jax.devices()[:1])
-  before = jax.device_get(state.params)
-  batch = next(train.device_batches(iter(_batches(1, 8)), mesh))
-  state, _ = step(state, batch)
-  after = jax.device_get(state.params)
-  expected = jax.tree.map(lambda b, a: 0.5 * b + 0.5 * a, before, after)
+  history = [jax.device_get(state.params)]
+  for batch in train.device_batches(iter(_batches(2, 8)), mesh):
+    state, _ = step(state, batch)
+    history.append(jax.device_get(state.params))
+  p0, p1, p2 = history
+  expected = jax.tree.map(lambda a, b, c: 0.9 * (0.9 * a + 0.1 * b) + 0.1 * c, p0, p1, p2)
   jax.tree.map(lambda e, x: np.testing.assert_allclose(e, x, rtol=1e-6, atol=1e-7),
                expected, jax.device_get(state.ema_params))
+  swapped = jax.tree.map(lambda a, b, c: 0.1 * (0.1 * a + 0.9 * b) + 0.9 * c, p0, p1, p2)
+  assert not np.allclose(swapped['head']['kernel'], state.ema_params['head']['kernel'])
 
 
 def test_eval_ignores_padding():
   config = _config()
   model, mesh, state, _ = _setup(config, jax.devices())
+  rng = np.random.default_rng(1)
+  params = jax.tree.map(lambda x: rng.normal(size=x.shape).astype(np.float32),
+                        jax.device_get(state.params))  # random head too: real logits
   eval_fn = train.jit_eval_step(model, mesh)
   batch = _batches(1, 16)[0]
   real = {**batch, 'mask': np.ones(16, np.float32)}
   padded = {'image': np.concatenate([batch['image'][:10], np.zeros((6, *IMAGE_SHAPE), np.float32)]),
             'label': np.concatenate([batch['label'][:10], np.zeros(6, np.int32)]),
             'mask': np.concatenate([np.ones(10), np.zeros(6)]).astype(np.float32)}
-  full = train.evaluate(eval_fn, state.params, train.device_batches(iter([real]), mesh))
-  part = train.evaluate(eval_fn, state.params, train.device_batches(iter([padded]), mesh))
+  full = train.evaluate(eval_fn, params, train.device_batches(iter([real]), mesh))
+  part = train.evaluate(eval_fn, params, train.device_batches(iter([padded]), mesh))
   assert full['num_examples'] == 16 and part['num_examples'] == 10
-  logits = model.apply({'params': state.params}, batch['image'][:10])
-  expected_loss = float(jnp.mean(train.cross_entropy(logits, batch['label'][:10])))
+  logits = np.asarray(model.apply({'params': params}, batch['image'][:10]))
+  labels = batch['label'][:10]
+  expected_loss = float(jnp.mean(train.cross_entropy(logits, labels)))
   np.testing.assert_allclose(part['loss'], expected_loss, rtol=1e-5)
+  ranks = np.argsort(-logits, axis=-1)  # numpy's own top-k, independent of lax.top_k
+  expected_top1 = np.mean(ranks[:, 0] == labels)
+  expected_top5 = np.mean([label in row[:5] for row, label in zip(ranks, labels)])
+  assert part['top1'] == pytest.approx(expected_top1) and part['top5'] == pytest.approx(expected_top5)
+  assert 0 < expected_top5 < 1  # the check can tell padding from real examples
 
 
 def test_topk_and_soft_labels():

@@ -8,6 +8,7 @@ function of it). Checkpoints live in `WORKDIR/checkpoints/<step>/`.
 import json
 import logging
 import os
+import shutil
 from typing import Any
 
 import jax
@@ -29,12 +30,18 @@ def checkpoint_dir(workdir: str) -> str:
   return os.path.join(os.path.abspath(workdir), 'checkpoints')
 
 
+def unreadable_dir(workdir: str) -> str:
+  """Where a training run moves the checkpoints it could not read, kept for inspection."""
+  return os.path.join(os.path.abspath(workdir), 'checkpoints_unreadable')
+
+
 class _SkipUnreadableSteps:
   """orbax's standard step naming, minus steps whose commit metadata cannot be parsed.
 
   orbax parses every step's commit metadata and metrics when a manager opens; one corrupted file would
-  make the whole workdir unusable. Such a step is reported and ignored (never deleted), so resume
-  and eval fall back to the previous checkpoint.
+  make the whole workdir unusable. Such a step is reported and ignored here, so resume and eval
+  fall back to the previous checkpoint; `restore(..., set_aside_unreadable=True)` then moves its
+  folder out of the way, so that the run can write that step again.
   """
 
   def __init__(self):
@@ -80,7 +87,11 @@ def create_manager(workdir: str, *, keep: int = 3, async_save: bool = True,
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any,
          metrics: dict[str, float] | None = None) -> None:
-  """Starts an (async) save of `state` at `step`; `metrics` ranks it for keep-best."""
+  """Starts an (async) save of `state` at `step`; `metrics` ranks it for keep-best.
+
+  A step already listed is readable (restore sets unreadable ones aside), so it is not written
+  twice: a run resumed at its last step, or stopped by a signal on a checkpoint step.
+  """
   if step in manager.all_steps():
     return
   manager.save(step, args=ocp.args.StandardSave(state), metrics=metrics, force=True)
@@ -130,28 +141,77 @@ def _restore_step(manager: ocp.CheckpointManager, step: int, abstract_state: Any
   return manager.restore(step, args=ocp.args.StandardRestore(abstract_state))
 
 
-def restore(manager: ocp.CheckpointManager, abstract_state: Any,
-            step: int | None = None) -> tuple[Any, int] | None:
+def set_aside(manager: ocp.CheckpointManager, step: int) -> str:
+  """Moves the folder of `step` to WORKDIR/checkpoints_unreadable/, where nothing reads it.
+
+  The files are kept for inspection; a second bad copy of the same step gets a numbered name.
+  Returns the new path.
+  """
+  source = os.path.join(str(manager.directory), str(step))
+  target_dir = unreadable_dir(os.path.dirname(str(manager.directory)))
+  os.makedirs(target_dir, exist_ok=True)
+  target, n = os.path.join(target_dir, str(step)), 1
+  while os.path.exists(target):
+    target, n = os.path.join(target_dir, f'{step}.{n}'), n + 1
+  shutil.move(source, target)
+  return target
+
+
+def _unlisted_step_folders(manager: ocp.CheckpointManager) -> list[int]:
+  """Step folders (digits only; orbax's temporary folders have a suffix) that the manager does
+  not list, because `_SkipUnreadableSteps` found their metadata unreadable."""
+  listed = set(manager.all_steps())
+  root = str(manager.directory)
+  names = os.listdir(root) if os.path.isdir(root) else []
+  return sorted(int(n) for n in names
+                if n.isdigit() and int(n) not in listed and os.path.isdir(os.path.join(root, n)))
+
+
+def restore(manager: ocp.CheckpointManager, abstract_state: Any, step: int | None = None, *,
+            set_aside_unreadable: bool = False) -> tuple[Any, int] | None:
   """Restores `step`, or the newest readable checkpoint; None when there is none.
 
   An unreadable newest checkpoint (half-written, corrupted) is reported and the next older one
-  is tried; nothing is deleted. A checkpoint that does not fit the model raises CheckpointError.
+  is tried. With `set_aside_unreadable` (a training run, which owns the workdir) every unreadable
+  step is moved to WORKDIR/checkpoints_unreadable/ (`set_aside`), so that the resumed run writes
+  that step again instead of keeping the bad copy; evaluation, which may run beside training,
+  leaves the files where they are. A checkpoint that does not fit the model raises
+  CheckpointError.
   """
   manager.reload()
+
+  def report_unreadable(bad_step: int, why: str) -> None:
+    if set_aside_unreadable:
+      moved = set_aside(manager, bad_step)
+      logger.warning('Checkpoint step %d in %s is unreadable (%s); moved it to %s for inspection '
+                     'and trying the previous one. The run writes step %d again when it gets '
+                     'there.', bad_step, manager.directory, why, moved, bad_step)
+    else:
+      logger.warning('Checkpoint step %d in %s is unreadable (%s); trying the previous one.',
+                     bad_step, manager.directory, why)
+
+  if set_aside_unreadable:
+    for bad_step in _unlisted_step_folders(manager):
+      report_unreadable(bad_step, 'its metadata cannot be parsed')
   if step is not None:
     if step not in manager.all_steps():
       raise CheckpointError(f'No checkpoint for step {step} in {manager.directory}; '
                             f'available steps: {sorted(manager.all_steps())}.')
     return _restore_step(manager, step, abstract_state), step
+  result = None
   for candidate in sorted(manager.all_steps(), reverse=True):
     try:
-      return _restore_step(manager, candidate, abstract_state), candidate
+      result = _restore_step(manager, candidate, abstract_state), candidate
+      break
     except CheckpointError:
       raise
     except Exception as e:  # pylint: disable=broad-except
-      logger.warning('Checkpoint step %d in %s is unreadable (%s: %s); trying the previous one.',
-                      candidate, manager.directory, type(e).__name__, e)
-  return None
+      # orbax's messages carry the whole TensorStore spec; its first sentence says what failed.
+      reason = str(e).split('. See full', 1)[0].splitlines()[0][:300] if str(e) else ''
+      report_unreadable(candidate, f'{type(e).__name__}: {reason}')
+  if set_aside_unreadable:
+    manager.reload()  # forget the steps moved away, so that `save` writes them again
+  return result
 
 
 def resolve_step(manager: ocp.CheckpointManager, spec: str) -> int | None:

@@ -354,7 +354,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
   manager = checkpoint.create_manager(workdir, keep=config.keep_checkpoints,
                                       async_save=config.async_checkpoints)
-  restored = checkpoint.restore(manager, abstract)
+  restored = checkpoint.restore(manager, abstract, set_aside_unreadable=True)
   if restored is None:
     state = init_train_state(model, tx, config, image_shape, state_sharding, config.seed)
     start_step = 0
