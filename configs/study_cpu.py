@@ -3,7 +3,7 @@
 4 placements × 3 seeds of a tiny ViT on 32px CIFAR-100: patch 8 (4×4 = 16 tokens + class
 token), 4 layers of width 64, 4 heads, MLP 128; crop + flip, AdamW lr 1e-3 wd 0.05, 400 steps of
 batch 128 (1.1 epochs of the 45,000 training images; 40 warmup steps, cosine), 4 validations on
-the 5,000 held-out images. Then vit_jax.inspect on seed 0 of each placement and the report.
+the 5,000 held-out images. Then vit_jax.figures on seed 0 of each placement and the report.
 Accuracies are far from converged (~10% top-1): this config checks the tooling end to end on the
 real data and shows what the report looks like; configs/study.py is the real experiment.
 Each run also pays ~15 s of start-up (imports, decoding the archive, compilation; seeds after

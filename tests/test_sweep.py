@@ -94,7 +94,7 @@ def test_dry_run_prints_every_command():
   assert out[0] == ('python run.py --config=configs/study_cpu.py --workdir=runs/dry/pre/seed_0 '
                     '--config.total_steps=7 --config.model.norm_placement=pre --config.seed=0')
   assert out[1].endswith('--config.model.norm_placement=attn:in,mlp:out --config.seed=0')
-  assert out[4] == ('python -m vit_jax.inspect --workdir=runs/dry/pre/seed_0 '
+  assert out[4] == ('python -m vit_jax.figures --workdir=runs/dry/pre/seed_0 '
                     '--workdir=runs/dry/attn-in_mlp-out/seed_0')
   assert out[5] == 'python -m vit_jax.report runs/dry'
   assert not os.path.exists(os.path.join(ROOT, 'runs', 'dry'))

@@ -64,7 +64,8 @@ def _body(params):
 def test_eight_devices_match_one_device():
   """With dropout on: the masks are drawn for the global batch, whatever the device count."""
   assert jax.device_count() == 8, 'tests/conftest.py forces 8 CPU devices'
-  config = _config(dropout_rate=0.2, attention_dropout_rate=0.2, **SGD)
+  config = _config(**SGD)
+  config.model.update(dropout_rate=0.2, attention_dropout_rate=0.2)
   batches = _batches(3, 16)
   _, _, init_state, _ = _setup(config, jax.devices()[:1])
   init_params = jax.device_get(init_state.params)
@@ -189,8 +190,11 @@ def test_eval_ignores_padding():
   eval_fn = train.jit_eval_step(model, mesh)
   batch = _batches(1, 16)[0]
   real = {**batch, 'mask': np.ones(16, np.float32)}
-  padded = {'image': np.concatenate([batch['image'][:10], np.zeros((6, *IMAGE_SHAPE), np.float32)]),
-            'label': np.concatenate([batch['label'][:10], np.zeros(6, np.int32)]),
+  # Padding rows the model classifies correctly: counted, they would raise top-1 and top-5.
+  pad_images = np.random.default_rng(2).normal(size=(6, *IMAGE_SHAPE)).astype(np.float32)
+  pad_labels = np.argmax(model.apply({'params': params}, pad_images), axis=-1).astype(np.int32)
+  padded = {'image': np.concatenate([batch['image'][:10], pad_images]),
+            'label': np.concatenate([batch['label'][:10], pad_labels]),
             'mask': np.concatenate([np.ones(10), np.zeros(6)]).astype(np.float32)}
   full = train.evaluate(eval_fn, params, train.device_batches(iter([real]), mesh))
   part = train.evaluate(eval_fn, params, train.device_batches(iter([padded]), mesh))

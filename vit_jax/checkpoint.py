@@ -214,6 +214,42 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any, step: int | Non
   return result
 
 
+def load(workdir: str, checkpoint_spec: str = '', abstract_state: Any = None) -> tuple[Any, int]:
+  """Restores a checkpoint of `workdir` read-only: the path for evaluation, inspection, export.
+
+  `checkpoint_spec`: '' or 'latest' (the newest readable), 'best' (by val top-1), a step number,
+  or the path WORKDIR/checkpoints/<step> (then `workdir` is ignored). `abstract_state`: the
+  TrainState's shapes and shardings (a model's checkpoint is then checked against it); None
+  restores the stored tree as it is, onto this process's first device (an export, which needs no
+  model). Safe to run while another process trains in the same workdir: nothing is moved.
+  Returns (state, step); raises CheckpointError when there is no usable checkpoint.
+  """
+  if checkpoint_spec and os.sep in checkpoint_spec:
+    workdir, checkpoint_spec = split_checkpoint_path(checkpoint_spec)
+  if not os.path.isdir(checkpoint_dir(workdir)):
+    raise CheckpointError(f'No checkpoints in {checkpoint_dir(workdir)}. Train first with '
+                          f'`python run.py --config=... --workdir={workdir}`.')
+  manager = create_manager(workdir, read_only=True, async_save=False)
+  try:
+    step = resolve_step(manager, checkpoint_spec)
+    if abstract_state is None:
+      step = manager.latest_step() if step is None else step
+      if step is None or step not in manager.all_steps():
+        raise CheckpointError(f'No checkpoint {checkpoint_spec or "(latest)"} in '
+                              f'{manager.directory}; available steps: {sorted(manager.all_steps())}.')
+      stored = manager.item_metadata(step)
+      device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+      abstract_state = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device),
+                                    getattr(stored, 'tree', stored))
+    restored = restore(manager, abstract_state, step)
+  finally:
+    manager.close()
+  if restored is None:
+    raise CheckpointError(f'No readable checkpoint in {checkpoint_dir(workdir)}. Train first with '
+                          f'`python run.py --config=... --workdir={workdir}`.')
+  return restored
+
+
 def resolve_step(manager: ocp.CheckpointManager, spec: str) -> int | None:
   """'' = newest, 'best' = best by val top-1, 'latest', or a step number."""
   manager.reload()

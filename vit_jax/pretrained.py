@@ -508,29 +508,7 @@ def restore_params(workdir: str, checkpoint_spec: str = '', ema: bool = False
   WORKDIR/checkpoints/<step>.
   """
   import jax  # pylint: disable=g-import-not-at-top
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-
-  if checkpoint_spec and os.sep in checkpoint_spec:
-    workdir, checkpoint_spec = checkpoint.split_checkpoint_path(checkpoint_spec)
-  if not os.path.isdir(checkpoint.checkpoint_dir(workdir)):
-    raise checkpoint.CheckpointError(f'No checkpoints in {checkpoint.checkpoint_dir(workdir)}.')
-  manager = checkpoint.create_manager(workdir, read_only=True, async_save=False)
-  try:
-    step = checkpoint.resolve_step(manager, checkpoint_spec)
-    if step is None:
-      step = manager.latest_step()
-    if step is None or step not in manager.all_steps():
-      raise checkpoint.CheckpointError(
-          f'No checkpoint {checkpoint_spec or "(latest)"} in {manager.directory}; available steps: '
-          f'{sorted(manager.all_steps())}.')
-    meta = manager.item_metadata(step)
-    tree = getattr(meta, 'tree', meta)
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(
-        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), tree)
-    state = manager.restore(step, args=ocp.args.StandardRestore(abstract))
-  finally:
-    manager.close()
+  state, step = checkpoint.load(workdir, checkpoint_spec)  # the stored tree, on one device
   key = 'ema_params' if ema else 'params'
   if state.get(key) is None:
     raise checkpoint.CheckpointError(f'Checkpoint step {step} in {workdir} has no {key} '

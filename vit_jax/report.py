@@ -42,7 +42,7 @@ SWEEP_FILE = 'sweep.json'            # the sweep's plan, written by vit_jax.swee
 RUN_INFO_FILE = 'sweep_run.json'     # per run: placement, seed, axes (written before launch)
 DONE_FILE = 'DONE'                   # per run: written by vit_jax.sweep after a finished run
 FAILED_FILE = 'FAILED'               # per run: the tail of the log of a failed run
-INSPECT_DIR = 'inspect'              # per run: vit_jax.inspect's figures and inspect.json
+INSPECT_DIR = 'inspect'              # per run: vit_jax.figures's figures and inspect.json
 PLACEMENT_FIELD = 'model.norm_placement'
 SEED_FIELD = 'seed'
 # Config fields that never define a condition: the seed is what is replicated; `sweep.*` only
@@ -468,7 +468,7 @@ def runs_table(runs: Sequence[Run]) -> str:
 
 
 def inspection_table(study_dir: str, runs: Sequence[Run]) -> str:
-  """Mean attention distance per layer (averaged over heads) of the runs vit_jax.inspect saw."""
+  """Mean attention distance per layer (averaged over heads) of the runs vit_jax.figures saw."""
   rows = []
   for r in sorted(runs, key=lambda r: (_placement_rank(r.placement), r.seed, r.workdir)):
     summary = _read_json(os.path.join(study_dir, r.workdir, INSPECT_DIR, 'inspect.json'))
@@ -660,7 +660,7 @@ def build_report(study_dir: str, alpha: float = ALPHA) -> dict:
     lines += ['']
   inspect_md = inspection_table(study_dir, finished)
   if inspect_md:
-    lines += ['## Inspected runs (`python -m vit_jax.inspect`)', '', inspect_md, '']
+    lines += ['## Inspected runs (`python -m vit_jax.figures`)', '', inspect_md, '']
   lines += ['## Runs', '', runs_table(runs), '']
   with open(os.path.join(study_dir, 'report.md'), 'w') as f:
     f.write('\n'.join(lines))

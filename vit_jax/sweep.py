@@ -22,7 +22,7 @@ Every `--config.*` override given to the sweep is passed on to each run, except
                          ',' between values), e.g. 'model.num_layers=4,6;learning_rate=1e-3,3e-4'.
                          Quote it in a shell (';').
   sweep.eval_test        also evaluate each finished run on the test split (--mode=eval).
-  sweep.inspect          'first_seed' | 'all' | 'none': runs that get vit_jax.inspect figures.
+  sweep.inspect          'first_seed' | 'all' | 'none': runs that get vit_jax.figures figures.
   sweep.report           build the report (vit_jax.report) at the end.
 
 Layout: `<study>/<placement>/seed_<s>` or, with extra axes, `<study>/<placement>/<axes>/seed_<s>`
@@ -230,7 +230,7 @@ def eval_test_command(run: Run, config_file: str, overrides: Sequence[str],
 
 
 def inspect_command(workdirs: Sequence[str], python: str = sys.executable) -> list[str]:
-  return [python, '-m', 'vit_jax.inspect', *(f'--workdir={w}' for w in workdirs)]
+  return [python, '-m', 'vit_jax.figures', *(f'--workdir={w}' for w in workdirs)]
 
 
 def report_command(study_dir: str, python: str = sys.executable) -> list[str]:

@@ -304,6 +304,31 @@ def _format_eta(seconds: float) -> str:
   return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
 
 
+def check_finite(host_metrics: list[dict], first_step: int, workdir: str) -> None:
+  """Stops on a non-finite training loss, naming its step, before anything else is saved."""
+  for i, m in enumerate(host_metrics):
+    if not np.isfinite(m['loss']):
+      raise FloatingPointError(
+          f'Non-finite training loss ({m["loss"]}) at step {first_step + i}. The last good '
+          f'checkpoint in {checkpoint.checkpoint_dir(workdir)} is kept; lower the learning rate, '
+          'add warmup or gradient clipping (--config.grad_clip_norm=1.0) and rerun.')
+
+
+def mean_metrics(host_metrics: list[dict]) -> dict[str, float]:
+  """The mean of each per-step metric over the steps since the previous train line."""
+  return {k: float(np.mean([m[k] for m in host_metrics])) for k in host_metrics[0]}
+
+
+def evaluate_state(eval_fn: Callable, state: TrainState,
+                   batches: Callable[[], Iterator[dict]]) -> dict:
+  """Eval metrics of the params, plus `ema_loss`/`ema_top1`/`ema_top5` when the state has an EMA."""
+  record = evaluate(eval_fn, state.params, batches())
+  if state.ema_params is not None:
+    ema = evaluate(eval_fn, state.ema_params, batches())
+    record.update({f'ema_{k}': v for k, v in ema.items() if k != 'num_examples'})
+  return record
+
+
 # ----------------------------------------------------------------------------- setup
 
 
@@ -318,8 +343,8 @@ def _setup(config: ml_collections.ConfigDict):
   return source, model
 
 
-def _abstract_state(model, tx, config, image_shape, mesh):
-  """Shapes and shardings of the TrainState, without allocating it."""
+def abstract_train_state(model, tx, config, image_shape, mesh) -> TrainState:
+  """Shapes and shardings of the TrainState (replicated on `mesh`), without allocating it."""
   create = functools.partial(create_train_state, model, tx, image_shape=image_shape,
                              use_ema=config.ema_decay > 0)
   shapes = jax.eval_shape(create, jax.random.key_data(jax.random.key(0)))
@@ -327,37 +352,48 @@ def _abstract_state(model, tx, config, image_shape, mesh):
       lambda s: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=replicated(mesh)), shapes)
 
 
-def _image_shape(config) -> tuple[int, int, int]:
+def image_shape_of(config) -> tuple[int, int, int]:
   return (config.data.image_size, config.data.image_size, 3)
+
+
+def _eval_batches(config, split: str, source, mesh) -> Callable[[], Iterator[dict]]:
+  return lambda: device_batches(input_pipeline.create_eval_iterator(
+      config.data, split, global_batch_size=config.eval_batch_size, source=source), mesh)
+
+
+# ----------------------------------------------------------------------------- train
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config` in `workdir`, resuming from its newest checkpoint; returns final metrics."""
+  # ---------------------------------------------------------------- setup
   source, model = _setup(config)
   info = source.info
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2))
-
   mesh = create_mesh()
   num_train = info.split_sizes['train']
   total_steps = optim.get_total_steps(config, num_train)
   steps_per_epoch = num_train / config.batch_size
   eval_every = config.eval_every or max(1, int(round(steps_per_epoch)))
   schedule = optim.create_learning_rate_schedule(config, total_steps)
-  image_shape = _image_shape(config)
-
+  image_shape = image_shape_of(config)
   tx = optim.create_optimizer(config, abstract_params(model, image_shape), total_steps)
-  abstract = _abstract_state(model, tx, config, image_shape, mesh)
+  abstract = abstract_train_state(model, tx, config, image_shape, mesh)
   state_sharding = jax.tree.map(lambda s: s.sharding, abstract)
 
+  # ---------------------------------------------------------------- restore or initialise
   manager = checkpoint.create_manager(workdir, keep=config.keep_checkpoints,
                                       async_save=config.async_checkpoints)
   restored = checkpoint.restore(manager, abstract, set_aside_unreadable=True)
-  if restored is None:
-    state = init_train_state(model, tx, config, image_shape, state_sharding, config.seed)
-    start_step = 0
+  if restored is not None:
+    state, start_step = restored
+    logger.info('Resumed from checkpoint step %d in %s.', start_step, workdir)
+  else:
+    state, start_step = init_train_state(model, tx, config, image_shape, state_sharding,
+                                         config.seed), 0
     if config.init_from:  # fine-tuning from an official-layout .npz (vit_jax.pretrained)
       params = pretrained.load_pretrained(config.init_from, jax.device_get(state.params),
                                           init_head=config.init_head,
@@ -367,97 +403,78 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                             jax.tree.map(jnp.copy, params))
       logger.info('Initialized the params from %s (head: %s).', config.init_from,
                   config.init_head)
-  else:
-    state, start_step = restored
-    logger.info('Resumed from checkpoint step %d in %s.', start_step, workdir)
-
   n_params = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(abstract.params))
   logger.info('Model: %s parameters; %d steps (%.2f epochs of %d examples); %d devices on %d '
-               'hosts; global batch %d.', f'{n_params:,}', total_steps,
-               total_steps / steps_per_epoch, num_train, jax.device_count(), jax.process_count(),
-               config.batch_size)
+              'hosts; global batch %d.', f'{n_params:,}', total_steps,
+              total_steps / steps_per_epoch, num_train, jax.device_count(), jax.process_count(),
+              config.batch_size)
 
+  # ---------------------------------------------------------------- compile and stream
   step_fn = jit_train_step(model, tx, config, mesh, state_sharding)
   eval_fn = jit_eval_step(model, mesh)
+  has_val = info.split_sizes.get('val', 0) > 0
+  val_batches = _eval_batches(config, 'val', source, mesh)
+  batches = device_batches(input_pipeline.create_train_iterator(
+      config.data, global_batch_size=config.batch_size, seed=config.seed, start_step=start_step,
+      source=source), mesh)
   log = MetricsLog(workdir)
 
-  def val_batches():
-    return device_batches(input_pipeline.create_eval_iterator(
-        config.data, 'val', global_batch_size=config.eval_batch_size, source=source), mesh)
-
-  def run_eval(step: int, params_state: TrainState) -> dict | None:
-    if info.split_sizes.get('val', 0) == 0:
-      return None
-    result = evaluate(eval_fn, params_state.params, val_batches())
-    record = {'step': step, 'split': 'val', **result, 'epoch': step / steps_per_epoch}
-    if params_state.ema_params is not None:
-      ema = evaluate(eval_fn, params_state.ema_params, val_batches())
-      record.update({f'ema_{k}': v for k, v in ema.items() if k != 'num_examples'})
-    log.write(record)
-    logger.info('[val] step %d: loss %.4f  top-1 %.2f%%  top-5 %.2f%%  (%d examples)', step,
-                 result['loss'], 100 * result['top1'], 100 * result['top5'],
-                 result['num_examples'])
-    return record
-
-  host_batches = input_pipeline.create_train_iterator(
-      config.data, global_batch_size=config.batch_size, seed=config.seed, start_step=start_step,
-      source=source)
-  batches = device_batches(host_batches, mesh)
-
-  pending = []          # per-step device metrics since the last train line
-  last_val = None
+  # ---------------------------------------------------------------- loop
   step = start_step
-  t_start = time.time()
-  window = {'time': t_start, 'step': start_step, 'paused': 0.0}  # the current train-line window
-
-  def fetch_pending(step: int) -> list[dict]:
-    """Host copies of the pending metrics; stops on a non-finite loss before anything is saved."""
-    fetched = jax.device_get(pending)
-    first = step - len(fetched) + 1
-    for i, m in enumerate(fetched):
-      if not np.isfinite(m['loss']):
-        raise FloatingPointError(
-            f'Non-finite training loss ({m["loss"]}) at step {first + i}. The last good '
-            f'checkpoint in {checkpoint.checkpoint_dir(workdir)} is kept; lower the learning rate, '
-            'add warmup or gradient clipping (--config.grad_clip_norm=1.0) and rerun.')
-    return fetched
-
-  def write_train_line(step: int) -> None:
-    """One metrics.jsonl line averaging the steps since the previous one, and a progress line."""
-    fetched = fetch_pending(step)
-    now = time.time()
-    train_seconds = now - window['time'] - window['paused']  # evaluation time excluded
-    img_per_sec = (step - window['step']) * config.batch_size / max(train_seconds, 1e-9)
-    mean = {k: float(np.mean([m[k] for m in fetched])) for k in fetched[0]}
-    log.write({'step': step, 'split': 'train', **mean, 'lr': float(schedule(step - 1)),
-               'img_per_sec': img_per_sec, 'epoch': step / steps_per_epoch,
-               'wall_time': now - t_start})
-    eta = (total_steps - step) * config.batch_size / max(img_per_sec, 1e-9)
-    logger.info('[train] step %d/%d  epoch %.2f  loss %.4f  top-1 %.2f%%  %.0f img/s  ETA %s',
-                step, total_steps, step / steps_per_epoch, mean['loss'], 100 * mean['top1'],
-                img_per_sec, _format_eta(eta))
-    pending.clear()
-    window.update(time=now, step=step, paused=0.0)
-
+  last_val = None
+  on_device = []    # this step's and earlier steps' metrics, not yet copied to the host
+  on_host = []      # copied, checked, waiting for the next train line
+  t_start = window_start = time.time()
+  window_step, window_eval_seconds = start_step, 0.0   # the current train line's window
   try:
     with _StopRequest() as stop:
       while step < total_steps:
         state, metrics = step_fn(state, next(batches))
         step += 1
-        pending.append(metrics)
-        if step % config.log_every == 0 or step == total_steps:
-          write_train_line(step)
-        val_metrics = None
-        if step % eval_every == 0 or step == total_steps:
-          fetch_pending(step)
+        on_device.append(metrics)
+        last = step == total_steps
+        write_train_line = step % config.log_every == 0 or last
+        run_eval = has_val and (step % eval_every == 0 or last)
+        save = step % config.checkpoint_every == 0 or last or stop.signal is not None
+
+        # ---------------------------------------------------------------- check and log
+        # The only device -> host copy of the loop; a NaN stops it before any eval or save.
+        if write_train_line or run_eval or save:
+          fetched = jax.device_get(on_device)
+          check_finite(fetched, step - len(fetched) + 1, workdir)
+          on_host += fetched
+          on_device = []
+        if write_train_line:
+          now = time.time()
+          img_per_sec = ((step - window_step) * config.batch_size /
+                         max(now - window_start - window_eval_seconds, 1e-9))  # evals excluded
+          mean = mean_metrics(on_host)
+          log.write({'step': step, 'split': 'train', **mean, 'lr': float(schedule(step - 1)),
+                     'img_per_sec': img_per_sec, 'epoch': step / steps_per_epoch,
+                     'wall_time': now - t_start})
+          eta = (total_steps - step) * config.batch_size / max(img_per_sec, 1e-9)
+          logger.info('[train] step %d/%d  epoch %.2f  loss %.4f  top-1 %.2f%%  %.0f img/s  ETA %s',
+                      step, total_steps, step / steps_per_epoch, mean['loss'],
+                      100 * mean['top1'], img_per_sec, _format_eta(eta))
+          on_host = []
+          window_start, window_step, window_eval_seconds = now, step, 0.0
+
+        # ---------------------------------------------------------------- evaluate
+        if run_eval:
           t_eval = time.time()
-          last_val = run_eval(step, state)
-          window['paused'] += time.time() - t_eval
-          val_metrics = {checkpoint.BEST_METRIC: last_val['top1']} if last_val else None
-        if (step % config.checkpoint_every == 0 or step == total_steps or
-            stop.signal is not None):
-          fetch_pending(step)
-          checkpoint.save(manager, step, state, val_metrics)
+          last_val = {'step': step, 'split': 'val', **evaluate_state(eval_fn, state, val_batches),
+                      'epoch': step / steps_per_epoch}
+          log.write(last_val)
+          logger.info('[val] step %d: loss %.4f  top-1 %.2f%%  top-5 %.2f%%  (%d examples)', step,
+                      last_val['loss'], 100 * last_val['top1'], 100 * last_val['top5'],
+                      last_val['num_examples'])
+          window_eval_seconds += time.time() - t_eval
+
+        # ---------------------------------------------------------------- checkpoint
+        if save:
+          val_rank = ({checkpoint.BEST_METRIC: last_val['top1']}
+                      if run_eval and last_val else None)
+          checkpoint.save(manager, step, state, val_rank)
         if stop.signal is not None:
           logger.warning('Stopped by signal at step %d; rerun the same command to resume.', step)
           break
@@ -470,6 +487,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           'wall_time': time.time() - t_start}
 
 
+# ----------------------------------------------------------------------------- evaluate
+
+
+def restore_for_eval(config: ml_collections.ConfigDict, workdir: str, checkpoint_spec: str = '',
+                     source: Any = None) -> tuple[TrainState, int, Any, Any, Mesh]:
+  """The checkpoint `checkpoint_spec` of `workdir` (see `checkpoint.load`) restored into the
+  configured model's TrainState on this host's mesh: (state, step, model, source, mesh).
+  Used by --mode=eval and by the study's figures."""
+  if source is None:
+    source, model = _setup(config)
+  else:
+    model = models.create_model(config.model, source.info.num_classes)
+  mesh = create_mesh()
+  image_shape = image_shape_of(config)
+  tx = optim.create_optimizer(config, abstract_params(model, image_shape),
+                              optim.get_total_steps(config, source.info.split_sizes['train']))
+  state, step = checkpoint.load(workdir, checkpoint_spec,
+                                abstract_train_state(model, tx, config, image_shape, mesh))
+  return state, step, model, source, mesh
+
+
 def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
                         checkpoint_spec: str = '') -> dict:
   """Restores a checkpoint of `workdir` and evaluates it on `config.data.eval_split`.
@@ -477,37 +515,13 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   `checkpoint_spec`: '' or 'latest' (newest), 'best' (by val top-1), a step number, or the path
   WORKDIR/checkpoints/<step>. Safe to run while another process trains in the same workdir.
   """
-  if checkpoint_spec and os.sep in checkpoint_spec:
-    workdir, checkpoint_spec = checkpoint.split_checkpoint_path(checkpoint_spec)
-  source, model = _setup(config)
-  info = source.info
+  state, step, model, source, mesh = restore_for_eval(config, workdir, checkpoint_spec)
   split = config.data.eval_split
-  mesh = create_mesh()
-  image_shape = _image_shape(config)
-  tx = optim.create_optimizer(config, abstract_params(model, image_shape),
-                              optim.get_total_steps(config, info.split_sizes['train']))
-  abstract = _abstract_state(model, tx, config, image_shape, mesh)
-  manager = checkpoint.create_manager(workdir, read_only=True, async_save=False)
-  try:
-    restored = checkpoint.restore(manager, abstract, checkpoint.resolve_step(manager,
-                                                                             checkpoint_spec))
-  finally:
-    manager.close()
-  if restored is None:
-    raise checkpoint.CheckpointError(
-        f'No checkpoint in {checkpoint.checkpoint_dir(workdir)}. Train first with '
-        f'`python run.py --config=... --workdir={workdir}`.')
-  state, step = restored
-  eval_fn = jit_eval_step(model, mesh)
-  def eval_batches():
-    return device_batches(input_pipeline.create_eval_iterator(
-        config.data, split, global_batch_size=config.eval_batch_size, source=source), mesh)
-
-  result = evaluate(eval_fn, state.params, eval_batches())
-  record = {'step': step, 'split': split, **result}
-  if state.ema_params is not None:
-    ema = evaluate(eval_fn, state.ema_params, eval_batches())
-    record.update({f'ema_{k}': v for k, v in ema.items() if k != 'num_examples'})
+  record = {'step': step, 'split': split,
+            **evaluate_state(jit_eval_step(model, mesh), state,
+                             _eval_batches(config, split, source, mesh))}
+  if checkpoint_spec and os.sep in checkpoint_spec:
+    workdir = checkpoint.split_checkpoint_path(checkpoint_spec)[0]
   if jax.process_index() == 0:
     log = MetricsLog(workdir)
     log.write(record)

@@ -15,7 +15,7 @@ runs it over the validation split with the attention weights captured
   attention_rollout.png         attention rollout (Abnar & Zuidema 2020) on sample images
   inspect.json                  the numbers (accuracy, attention distances, files)
 
-  python -m vit_jax.inspect --workdir=runs/study/pre/seed_0 [--workdir=...] [--checkpoint=best]
+  python -m vit_jax.figures --workdir=runs/study/pre/seed_0 [--workdir=...] [--checkpoint=best]
 
 The config is the run's own config.json. A relative `data.archive` is resolved from the current
 folder; `--archive=PATH` replaces it when the run was trained elsewhere.
@@ -78,8 +78,6 @@ RUN_NAME_PARTS = 2            # trailing path parts naming a run in titles ('pre
 
 
 # ============================================================================ restore
-# TODO-move: to vit_jax/train.py as a public `restore_params(config, workdir, checkpoint_spec='',
-# source=None) -> (params, model, source, step)` sharing evaluate_checkpoint's code.
 
 
 @dataclasses.dataclass
@@ -109,32 +107,11 @@ def load_run_config(workdir: str, archive: str = ''):
 
 
 def restore_params(config, workdir: str, checkpoint_spec: str = '', source=None) -> Restored:
-  """Restores the parameters of `workdir`'s checkpoint `checkpoint_spec` (see run.py
-  --checkpoint), building the abstract train state exactly as train.evaluate_checkpoint does."""
+  """The host params of `workdir`'s checkpoint `checkpoint_spec` (see run.py --checkpoint),
+  restored by the same path as --mode=eval (train.restore_for_eval)."""
   import jax  # pylint: disable=g-import-not-at-top
-  # pylint: disable=g-import-not-at-top
-  from vit_jax import checkpoint, input_pipeline, models, optim, train
-  # pylint: enable=g-import-not-at-top
-
-  if source is None:
-    source = input_pipeline.load_data(config.data)
-  model = models.create_model(config.model, source.info.num_classes)
-  image_shape = train._image_shape(config)  # pylint: disable=protected-access
-  tx = optim.create_optimizer(config, train.abstract_params(model, image_shape),
-                              optim.get_total_steps(config, source.info.split_sizes['train']))
-  mesh = train.create_mesh()
-  abstract = train._abstract_state(  # pylint: disable=protected-access
-      model, tx, config, image_shape, mesh)
-  manager = checkpoint.create_manager(workdir, read_only=True, async_save=False)
-  try:
-    restored = checkpoint.restore(manager, abstract,
-                                  checkpoint.resolve_step(manager, checkpoint_spec))
-  finally:
-    manager.close()
-  if restored is None:
-    raise checkpoint.CheckpointError(f'No checkpoint in {checkpoint.checkpoint_dir(workdir)}; '
-                                     'train the run first.')
-  state, step = restored
+  from vit_jax import train  # pylint: disable=g-import-not-at-top
+  state, step, model, source, _ = train.restore_for_eval(config, workdir, checkpoint_spec, source)
   return Restored(jax.device_get(state.params), model, source, int(step))
 
 
@@ -668,7 +645,7 @@ def main(argv: Sequence[str]) -> None:
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments {argv[1:]}; use --workdir=DIR (repeatable).')
   if not FLAGS.workdir:
-    raise app.UsageError('--workdir is required: python -m vit_jax.inspect --workdir=RUN_DIR')
+    raise app.UsageError('--workdir is required: python -m vit_jax.figures --workdir=RUN_DIR')
   import logging as std_logging  # pylint: disable=g-import-not-at-top
   from absl import logging  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
