@@ -19,9 +19,10 @@ resizes on the device (`model.input_resize`, see vit_jax/models.py), in which ca
 32 px and the upsample is part of the timed step. The peers take images at the model's input
 size, augmentation excluded (see benchmarks/peers.py).
 
-Host malloc: like run.py, the script re-executes itself with glibc's malloc on transparent huge
-pages (`--host_malloc=huge_pages`, vit_jax/host.py; `default` or `one_heap` to compare); the
-peers inherit that environment.
+Host malloc: glibc as it is by default, as run.py's default; `--host_malloc=huge_pages` or
+`one_heap` re-executes the script with those tunables (vit_jax/host.py; the peers inherit the
+environment), and `--host_malloc_modes=default,huge_pages,one_heap` runs the rows once per mode
+and round in fresh processes, alternating, and prints the comparison for the machine at hand.
 
 Timing: wall-clock per step (block_until_ready on the step's outputs), best of `--steps`; the
 process CPU time per image is printed too: on a shared machine, cores x CPU-s/img is the
@@ -46,13 +47,15 @@ the column is XLA's compiled estimate, arguments + outputs - donated aliases + t
 
 Configs (`--configs`):
   seed000   configs/baseline.py: seed 000's model (pre-LN, as the Keras code), 224 px / patch 32,
-            folded attention and 2 concurrent micro-batches, as the config sets them
-            (`--set=model.attention_impl=xla --set=concurrent_microbatches=1` for neither)
-  seed001   configs/keras_tutorial.py: 72 px / patch 6, 4 layers, batch 64, the same two settings
+            with the platform overlay's settings (vit_jax/platform.py: on CPU the folded
+            attention; `--set=model.attention_impl=xla` for the standard one,
+            `--set=concurrent_microbatches=2` for two concurrent parts)
+  seed001   configs/keras_tutorial.py: 72 px / patch 6, 4 layers, batch 64, the same settings
   vit_s16   ViT-S/16 at 224, token head, 100 classes
   vit_b16   ViT-B/16 at 224, token head, 100 classes
   cifar_p4  a 32 px / patch 4 CIFAR ViT (configs/common.py's model: 192 wide, 6 layers, 3 heads, MLP 768)
   cpu_fast  configs/cpu_fast.py: the fast CPU recipe's model (32 px / patch 4, 128 x 6 layers, batch 128)
+  cpu_quick configs/cpu_quick.py: the smoke-test model (32 px / patch 8, 128 x 4 layers, batch 128)
 On CPU, ViT-S/16 and ViT-B/16 run at batch 32 / 8 (printed in the table); elsewhere at the
 config's batch size. `--batch_size` overrides every row.
 
@@ -66,6 +69,7 @@ import argparse
 import dataclasses
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -77,7 +81,7 @@ if ROOT not in sys.path:
 
 from vit_jax import host  # pylint: disable=g-import-not-at-top  (stdlib only: cheap before the re-exec)
 
-CONFIGS = ('seed000', 'seed001', 'vit_s16', 'vit_b16', 'cifar_p4', 'cpu_fast')
+CONFIGS = ('seed000', 'seed001', 'vit_s16', 'vit_b16', 'cifar_p4', 'cpu_fast', 'cpu_quick')
 MODES = {'default': {}, 'remat': {'model.remat': True}, 'scan': {'model.scan': True},
          'scan+remat': {'model.scan': True, 'model.remat': True}}
 CPU_BATCH = {'vit_s16': 32, 'vit_b16': 8}  # on CPU only; elsewhere the config's batch size
@@ -99,8 +103,8 @@ def load_config(name: str):
     return from_file('baseline')
   if name == 'seed001':
     return from_file('keras_tutorial')
-  if name == 'cpu_fast':
-    return from_file('cpu_fast')
+  if name in ('cpu_fast', 'cpu_quick'):
+    return from_file(name)
   if name == 'cifar_p4':  # the usual small CIFAR ViT: 32px, patch 4 (64 tokens), 192 x 6 layers
     config = common.get_config()  # its model defaults are exactly this model
     config.model.classifier = 'token'
@@ -227,8 +231,9 @@ class Result:
 def time_ours(config, batch_size: int, steps: int, warmup: int) -> Result:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from vit_jax import models, optim, train  # pylint: disable=g-import-not-at-top
+  from vit_jax import models, optim, platform, train  # pylint: disable=g-import-not-at-top
 
+  config = platform.resolve(config)  # the hardware fields left at 'auto', as run.py does
   config.batch_size = batch_size
   config.total_steps = max(config.total_steps, 1000)
   model = models.create_model(config.model, NUM_CLASSES)
@@ -327,10 +332,18 @@ def main(argv=None) -> int:
   parser.add_argument('--set', action='append', default=[],
                       help='config override for every row, e.g. --set=model.attention_impl=xla')
   parser.add_argument('--peer_timeout', type=float, default=900.0)
-  parser.add_argument('--host_malloc', choices=host.MALLOC_MODES, default='huge_pages',
+  parser.add_argument('--host_malloc', choices=host.MALLOC_MODES, default='default',
                       help="re-execute with these glibc malloc tunables, as run.py's config.host_malloc "
                       '(vit_jax/host.py); the peers inherit the same environment')
+  parser.add_argument('--host_malloc_modes', default='',
+                      help='comma-separated malloc modes to compare, e.g. default,huge_pages,one_heap: '
+                      'the benchmark runs once per mode and round in a fresh process (tunables are '
+                      'read at start), alternating, and prints img/s per mode')
+  parser.add_argument('--rounds', type=int, default=2, help='rounds of --host_malloc_modes')
+  parser.add_argument('--rows_json', action='store_true', help='print the rows as one JSON line')
   args = parser.parse_args(argv)
+  if args.host_malloc_modes:
+    return compare_malloc_modes(args, argv)
   if argv is None:  # re-exec repeats the command line, not a caller's argv
     host.reexec_with_malloc(args.host_malloc)
 
@@ -404,8 +417,62 @@ def main(argv=None) -> int:
     print(line)
   print(f'\npeak: ' + ', '.join(f'{d} {p / 1e9:,.1f} GFLOP/s' for d, p in peaks.items()) +
         '; MFU = 3 x analytic forward FLOPs / step time / peak.')
+  if args.rows_json:
+    print(ROWS_PREFIX + json.dumps([{k: v for k, v in r.items() if k not in peers} for r in rows]))
   return 0
 
 
-if __name__ == '__main__':
-  sys.exit(main())
+ROWS_PREFIX = 'ROWS '
+
+
+def compare_malloc_modes(args, argv) -> int:
+  """Runs this benchmark once per (round, mode) in a fresh process with that mode's malloc
+  tunables (the modes alternate, so a drift of the machine's speed hits every mode alike) and
+  prints each config's img/s per mode: which mode wins on the machine at hand."""
+  modes = [m for m in args.host_malloc_modes.split(',') if m]
+  unknown = [m for m in modes if m not in host.MALLOC_MODES]
+  if unknown:
+    raise SystemExit(f'--host_malloc_modes: {unknown} not in {host.MALLOC_MODES}')
+  base = [a for a in (sys.argv[1:] if argv is None else argv)
+          if not a.startswith(('--host_malloc', '--rounds', '--peers', '--rows_json'))]
+  results = {}  # (config, dtype, mode) -> [img/s per round]
+  for r in range(args.rounds):
+    for mode in modes:
+      cmd = [sys.executable, os.path.abspath(__file__), *base, f'--host_malloc={mode}',
+             '--peers=', '--rows_json']
+      out = subprocess.run(cmd, capture_output=True, text=True)
+      rows = [json.loads(line[len(ROWS_PREFIX):]) for line in out.stdout.splitlines()
+              if line.startswith(ROWS_PREFIX)]
+      if out.returncode or not rows:
+        print(f'round {r + 1} {mode}: FAILED\n{out.stderr[-2000:]}', flush=True)
+        continue
+      for row in rows[0]:
+        results.setdefault((row['config'], row['dtype'], mode), []).append(row['ours'])
+        print(f'round {r + 1} {mode:10s} {row["config"]} {row["dtype"]}: {row["ours"]:.1f} img/s',
+              flush=True)
+  print(f'\n{cpu_model()}; img/s per round (median); host_malloc modes alternated')
+  print('| config | dtype | ' + ' | '.join(modes) + ' |')
+  print('|---|---|' + '---|' * len(modes))
+  for config, dtype in sorted({(c, d) for c, d, _ in results}):
+    cells = []
+    for mode in modes:
+      values = results.get((config, dtype, mode), [])
+      med = statistics.median(values) if values else float('nan')
+      cells.append(' / '.join(f'{v:.1f}' for v in values) + f' ({med:.1f})')
+    print(f'| {config} | {dtype} | ' + ' | '.join(cells) + ' |')
+  return 0
+
+
+def cpu_model() -> str:
+  """'AMD EPYC (family 25 model 1, AVX2)': the CPU a figure came from (VM types vary)."""
+  fields = {}
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        key, _, value = line.partition(':')
+        fields.setdefault(key.strip(), value.strip())
+  except OSError:
+    return 'CPU model unknown'
+  simd = 'AVX-512' if 'avx512f' in fields.get('flags', '').split() else 'AVX2'
+  return (f"{fields.get('model name', 'CPU')} (family {fields.get('cpu family', '?')} model "
+          f"{fields.get('model', '?')}, {simd})")

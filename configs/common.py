@@ -34,7 +34,8 @@ def get_model_config() -> ml_collections.ConfigDict:
   model.head_bias_init = 0.0
   model.dtype = 'float32'            # compute dtype: 'float32' | 'bfloat16'
   model.param_dtype = 'float32'
-  model.attention_impl = 'xla'       # 'xla' | 'cudnn' (GPU only) | 'folded' (head_dim >= hidden_size)
+  # Hardware settings: 'auto' = the platform overlay's value for the backend (vit_jax/platform.py).
+  model.attention_impl = 'auto'      # 'auto' | 'xla' | 'cudnn' (GPU only) | 'folded' (head_dim >= hidden_size)
   model.remat = False                # rematerialise each block: less memory, more compute
   model.scan = False                 # nn.scan over blocks: faster compiles for deep models
   model.resnet_layers = ()           # hybrid ResNet stem: units per stage, () = pure ViT; R50+ViT-B/16: (3, 4, 9) with patch_size 1
@@ -99,8 +100,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.end_lr_ratio = 0.0          # final lr = learning_rate * end_lr_ratio
   config.grad_clip_norm = 0.0        # 0 = no clipping
   config.grad_accum_steps = 1        # micro-batches per update (same update as the full batch)
-  config.concurrent_microbatches = 1  # independent parts per micro-batch, run side by side (CPU cores)
-  config.host_malloc = 'huge_pages'  # run.py's glibc malloc: 'huge_pages' | 'one_heap' | 'default' (vit_jax/host.py)
+  # Hardware settings (0 / 'auto' = the platform overlay's value, vit_jax/platform.py):
+  config.concurrent_microbatches = 0  # independent parts per micro-batch, run side by side (CPU cores)
+  config.host_malloc = 'auto'        # run.py's glibc malloc: 'auto' | 'default' | 'huge_pages' | 'one_heap' (vit_jax/host.py)
   config.label_smoothing = 0.0
   config.ema_decay = 0.0             # 0 = no EMA of parameters; e.g. 0.9999
   config.trainable = ''              # regex of param paths to train ('' = all; 'head' = linear probe)
@@ -143,10 +145,8 @@ def get_seed000_config(norm_placement: str) -> ml_collections.ConfigDict:
   model.classifier = 'flatten'
   model.head_hidden_sizes = (2048, 1024)
   model.head_dropout_rate = 0.5
-  model.attention_impl = 'folded'   # head_dim >= width: the same function in fewer FLOPs (models.py)
 
   config.batch_size = 256
-  config.concurrent_microbatches = 2  # 2 CPU cores run the halves side by side; 1 on GPU/TPU
   config.num_epochs = 20.0
   config.learning_rate = 1e-3
   config.weight_decay = 1e-3

@@ -80,7 +80,4 @@ def get_config():
   config.log_every = 50
   config.eval_every = 750
   config.checkpoint_every = 1500
-  # One reused malloc heap (vit_jax/host.py): run.py on the 2-core VM 227-252 -> 237-295 img/s,
-  # max RSS 2.5 -> 4.3 GB.
-  config.host_malloc = 'one_heap'
   return config

@@ -24,6 +24,4 @@ def get_config():
   config.weight_decay = 1e-4
   config.warmup_fraction = 0.1
   config.checkpoint_every = 2000
-  # One reused malloc heap (vit_jax/host.py): run.py on the 2-core VM 107-123 -> 135-141 img/s.
-  config.host_malloc = 'one_heap'
   return config

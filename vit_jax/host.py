@@ -6,23 +6,20 @@ large blocks is a fresh mmap on 4 KiB pages, unmapped again at the end of the st
 strace: one mmap + munmap of the same size per buffer per step), so the kernel faults in and
 zeroes the same memory every step. `config.host_malloc` chooses what run.py does about it:
 
-- 'huge_pages' (the default): transparent huge pages for malloc (`glibc.malloc.hugetlb=1`,
-  glibc >= 2.35 with the kernel's THP mode `madvise` or `always`): 512x fewer page faults and
-  fewer TLB misses in every matmul streaming through those buffers. Measured on the AMD VM
-  (benchmarks/train_step.py, with and without): 32px/patch-8/256x6 model 355-360 -> 413-438
-  img/s, seed000 109 -> 131, seed001 76 -> 98.
+- 'huge_pages': transparent huge pages for malloc (`glibc.malloc.hugetlb=1`, glibc >= 2.35
+  with the kernel's THP mode `madvise` or `always`): 512x fewer page faults and fewer TLB misses
+  in every matmul streaming through those buffers.
 - 'one_heap': huge pages and one heap that keeps its memory (`glibc.malloc.arena_max=1`,
   `glibc.malloc.mmap_max=0`, `glibc.malloc.trim_threshold=2**46`). Every allocation comes from
   the main heap, which can grow past the 64 MiB limit of glibc's per-thread heaps (above it a
   thread's allocation is always an mmap), and freed blocks are reused instead of handed back to
-  the kernel. In a `configs/keras_tutorial.py` run the kernel's page clearing
-  (`clear_page_erms`) was 14% of all CPU samples (`perf record -a`) with 'huge_pages'. run.py on
-  the 2-core Intel VM, 'huge_pages' -> 'one_heap', same commands: keras_tutorial 107-123 ->
-  135-141 img/s (system CPU time 63 -> 13 s), cpu_fast 227-252 -> 237-295 img/s (64 -> 15 s).
-  The price: the process keeps its peak host memory, fragmentation included: max RSS
-  cpu_fast 2.5 -> 4.3 GB, and for the seed-000 model at 224px (where it gained nothing:
-  203-212 img/s both ways) 8.2 -> 15.6 GB. So the small-model CPU configs set it, not the default.
-- 'default': glibc as it is.
+  the kernel, so the kernel stops zeroing pages every step. The price: the process keeps its peak host memory, fragmentation included.
+- 'default': glibc as it is: what 'auto' (the config default) resolves to (vit_jax/platform.py).
+
+Opt-in only: each mode won on one 2-core VM type and lost on another (on AMD Zen 2 'one_heap'
+made cpu_fast 2.4x slower); the figures per machine are in docs/benchmarks.md, and
+`benchmarks/train_step.py --host_malloc_modes=default,huge_pages,one_heap` compares them on the
+machine at hand.
 
 Tunables are read only when a process starts, so the entry points (run.py, the benchmarks)
 re-execute themselves once with them set. Accelerator memory is not affected.
