@@ -32,10 +32,10 @@ FLAGS = flags.FLAGS
 def main(argv):
   del argv
   from vit_jax import host  # pylint: disable=g-import-not-at-top
-  from vit_jax import platform  # pylint: disable=g-import-not-at-top  (no JAX import)
+  from vit_jax import hardware  # pylint: disable=g-import-not-at-top  (no JAX import)
   # On Linux/glibc: re-executes once with the malloc tunables of config.host_malloc (opt-in, see
-  # vit_jax/platform.py). Before JAX/TF start any thread; returns if there is nothing to add.
-  host.reexec_with_malloc(platform.host_malloc(FLAGS.config.host_malloc))
+  # vit_jax/hardware.py). Before JAX/TF start any thread; returns if there is nothing to add.
+  host.reexec_with_malloc(hardware.host_malloc(FLAGS.config.host_malloc))
   # tf.data's 224px augmentation runs 1.5-1.7x faster with TF's BFC CPU allocator (measured in
   # benchmarks/input_pipeline.py); it must be set before TensorFlow initializes.
   os.environ.setdefault('TF_CPU_ALLOCATOR_USE_BFC', 'true')

@@ -47,7 +47,7 @@ the column is XLA's compiled estimate, arguments + outputs - donated aliases + t
 
 Configs (`--configs`):
   seed000   configs/baseline.py: seed 000's model (pre-LN, as the Keras code), 224 px / patch 32,
-            with the platform overlay's settings (vit_jax/platform.py: on CPU the folded
+            with the platform overlay's settings (vit_jax/hardware.py: on CPU the folded
             attention; `--set=model.attention_impl=xla` for the standard one,
             `--set=concurrent_microbatches=2` for two concurrent parts)
   seed001   configs/keras_tutorial.py: 72 px / patch 6, 4 layers, batch 64, the same settings
@@ -231,9 +231,9 @@ class Result:
 def time_ours(config, batch_size: int, steps: int, warmup: int) -> Result:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
-  from vit_jax import models, optim, platform, train  # pylint: disable=g-import-not-at-top
+  from vit_jax import hardware, models, optim, train  # pylint: disable=g-import-not-at-top
 
-  config = platform.resolve(config)  # the hardware fields left at 'auto', as run.py does
+  config = hardware.resolve(config)  # the hardware fields left at 'auto', as run.py does
   config.batch_size = batch_size
   config.total_steps = max(config.total_steps, 1000)
   model = models.create_model(config.model, NUM_CLASSES)
@@ -476,3 +476,7 @@ def cpu_model() -> str:
   simd = 'AVX-512' if 'avx512f' in fields.get('flags', '').split() else 'AVX2'
   return (f"{fields.get('model name', 'CPU')} (family {fields.get('cpu family', '?')} model "
           f"{fields.get('model', '?')}, {simd})")
+
+
+if __name__ == '__main__':
+  sys.exit(main())

@@ -34,7 +34,7 @@ def get_model_config() -> ml_collections.ConfigDict:
   model.head_bias_init = 0.0
   model.dtype = 'float32'            # compute dtype: 'float32' | 'bfloat16'
   model.param_dtype = 'float32'
-  # Hardware settings: 'auto' = the platform overlay's value for the backend (vit_jax/platform.py).
+  # Hardware settings: 'auto' = the platform overlay's value for the backend (vit_jax/hardware.py).
   model.attention_impl = 'auto'      # 'auto' | 'xla' | 'cudnn' (GPU only) | 'folded' (head_dim >= hidden_size)
   model.remat = False                # rematerialise each block: less memory, more compute
   model.scan = False                 # nn.scan over blocks: faster compiles for deep models
@@ -100,7 +100,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.end_lr_ratio = 0.0          # final lr = learning_rate * end_lr_ratio
   config.grad_clip_norm = 0.0        # 0 = no clipping
   config.grad_accum_steps = 1        # micro-batches per update (same update as the full batch)
-  # Hardware settings (0 / 'auto' = the platform overlay's value, vit_jax/platform.py):
+  # Hardware settings (0 / 'auto' = the platform overlay's value, vit_jax/hardware.py):
   config.concurrent_microbatches = 0  # independent parts per micro-batch, run side by side (CPU cores)
   config.host_malloc = 'auto'        # run.py's glibc malloc: 'auto' | 'default' | 'huge_pages' | 'one_heap' (vit_jax/host.py)
   config.label_smoothing = 0.0

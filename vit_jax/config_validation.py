@@ -10,11 +10,11 @@ from collections.abc import Sequence
 
 import ml_collections
 
+from vit_jax import hardware
 from vit_jax import host
 from vit_jax import input_pipeline
 from vit_jax import models
 from vit_jax import optim
-from vit_jax import platform
 from vit_jax import pretrained
 
 DTYPES = ('float32', 'bfloat16', 'float16')
@@ -84,9 +84,9 @@ def _model_problems(model_config: ml_collections.ConfigDict, image_size: int) ->
   for name in ('dtype', 'param_dtype'):
     if model[name] not in DTYPES:
       p.append(f'model.{name}={model[name]!r}: expected one of {DTYPES}.')
-  if model.attention_impl not in (platform.AUTO, *models.ATTENTION_IMPLS):
+  if model.attention_impl not in (hardware.AUTO, *models.ATTENTION_IMPLS):
     p.append(f'model.attention_impl={model.attention_impl!r}: expected one of '
-             f'{(platform.AUTO, *models.ATTENTION_IMPLS)}.')
+             f'{(hardware.AUTO, *models.ATTENTION_IMPLS)}.')
   return p
 
 
@@ -142,10 +142,10 @@ def _training_problems(config: ml_collections.ConfigDict, num_devices: int,
     p.append(f'grad_accum_steps={config.grad_accum_steps} must be >= 1.')
   if config.concurrent_microbatches < 0:
     p.append(f'concurrent_microbatches={config.concurrent_microbatches} must be >= 1 '
-             '(0 = auto: the platform overlay, vit_jax/platform.py).')
-  if config.host_malloc not in (platform.AUTO, *host.MALLOC_MODES):
+             '(0 = auto: the platform overlay, vit_jax/hardware.py).')
+  if config.host_malloc not in (hardware.AUTO, *host.MALLOC_MODES):
     p.append(f'host_malloc={config.host_malloc!r} is not one of '
-             f'{", ".join((platform.AUTO, *host.MALLOC_MODES))} (vit_jax/host.py says what each does).')
+             f'{", ".join((hardware.AUTO, *host.MALLOC_MODES))} (vit_jax/host.py says what each does).')
   if not 0.0 <= config.label_smoothing < 1.0:
     p.append(f'label_smoothing={config.label_smoothing} must be in [0, 1).')
   if not 0.0 <= config.ema_decay < 1.0:

@@ -41,6 +41,9 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+if __name__ == '__main__' and not __package__:  # run as a file: `vit_jax` from the repo root
+  sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 from absl import app
 from absl import flags
 import numpy as np

@@ -14,7 +14,7 @@ zeroes the same memory every step. `config.host_malloc` chooses what run.py does
   the main heap, which can grow past the 64 MiB limit of glibc's per-thread heaps (above it a
   thread's allocation is always an mmap), and freed blocks are reused instead of handed back to
   the kernel, so the kernel stops zeroing pages every step. The price: the process keeps its peak host memory, fragmentation included.
-- 'default': glibc as it is: what 'auto' (the config default) resolves to (vit_jax/platform.py).
+- 'default': glibc as it is: what 'auto' (the config default) resolves to (vit_jax/hardware.py).
 
 Opt-in only: each mode won on one 2-core VM type and lost on another (on AMD Zen 2 'one_heap'
 made cpu_fast 2.4x slower); the figures per machine are in docs/benchmarks.md, and

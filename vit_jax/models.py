@@ -67,7 +67,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vit_jax import platform
+from vit_jax import hardware
 
 Array = jax.Array
 
@@ -884,7 +884,7 @@ def create_model(model_config: Mapping[str, Any], num_classes: int) -> VisionTra
   variant = kwargs.pop('variant', None)
   if variant:
     kwargs.update(parse_variant(variant))
-  kwargs.update(platform.model_settings(kwargs, jax.default_backend()))  # fields left at 'auto'
+  kwargs.update(hardware.model_settings(kwargs, jax.default_backend()))  # fields left at 'auto'
   unknown = sorted(set(kwargs) - set(_MODEL_FIELDS))
   if unknown:
     raise ValueError(f'Unknown model config fields {unknown}; valid: {", ".join(_MODEL_FIELDS)}')

@@ -43,6 +43,9 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
+if __name__ == '__main__' and not __package__:  # run as a file: `vit_jax` from the repo root
+  sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 import numpy as np
 
 from vit_jax import checkpoint

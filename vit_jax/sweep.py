@@ -49,6 +49,9 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 
+if __name__ == '__main__' and not __package__:  # run as a file: `vit_jax` from the repo root
+  sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 from absl import app
 from absl import flags
 from ml_collections import config_flags

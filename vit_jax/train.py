@@ -27,10 +27,10 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vit_jax import checkpoint
 from vit_jax import config_validation
+from vit_jax import hardware
 from vit_jax import input_pipeline
 from vit_jax import models
 from vit_jax import optim
-from vit_jax import platform
 from vit_jax import pretrained
 
 DATA_AXIS = 'data'
@@ -213,7 +213,7 @@ def eval_step(params: Any, batch: dict, *, model: models.VisionTransformer) -> d
 def jit_train_step(model, tx, config: ml_collections.ConfigDict, mesh: Mesh,
                    state_sharding: Any) -> Callable:
   """The train step compiled for the mesh; the incoming state's buffers are donated."""
-  config = platform.resolve(config)
+  config = hardware.resolve(config)
   step = functools.partial(train_step, model=model, tx=tx,
                            grad_accum_steps=config.grad_accum_steps,
                            concurrent_microbatches=config.concurrent_microbatches,
@@ -369,7 +369,7 @@ def _eval_batches(config, split: str, source, mesh) -> Callable[[], Iterator[dic
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config` in `workdir`, resuming from its newest checkpoint; returns final metrics."""
   # ---------------------------------------------------------------- setup
-  config = platform.resolve(config)  # the hardware settings left at 'auto', for this backend
+  config = hardware.resolve(config)  # the hardware settings left at 'auto', for this backend
   source, model = _setup(config)
   info = source.info
   os.makedirs(workdir, exist_ok=True)
@@ -498,7 +498,7 @@ def restore_for_eval(config: ml_collections.ConfigDict, workdir: str, checkpoint
   """The checkpoint `checkpoint_spec` of `workdir` (see `checkpoint.load`) restored into the
   configured model's TrainState on this host's mesh: (state, step, model, source, mesh).
   Used by --mode=eval and by the study's figures."""
-  config = platform.resolve(config)
+  config = hardware.resolve(config)
   if source is None:
     source, model = _setup(config)
   else:
