@@ -1,6 +1,6 @@
 """Training and evaluation: TrainState, the jitted data-parallel steps, and the loop.
 
-This file glues the others: `models` (the network), `input_pipeline` (host batches),
+This file glues the others: `models` (the network), `data` (host batches),
 `optim` (the optax chain) and `checkpoint` (orbax). Parallelism is one `jax.jit` over a
 1-D `jax.sharding.Mesh` named `data`: parameters are replicated, batches are sharded along
 their leading axis, and XLA inserts the gradient all-reduce. The same code runs on one CPU,
@@ -26,11 +26,11 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vit_jax import checkpoint
-from vit_jax import config_validation
-from vit_jax import input_pipeline
+from vit_jax import data
 from vit_jax import models
 from vit_jax import optim
 from vit_jax import pretrained
+from vit_jax import validation
 
 DATA_AXIS = 'data'
 logger = logging.getLogger(__name__)
@@ -311,9 +311,9 @@ def _setup(config: ml_collections.ConfigDict):
   """Validation, data info and the model: everything that can fail before any compile."""
   if config.distributed:
     jax.distributed.initialize()
-  config_validation.validate_config(config, num_devices=jax.device_count(),
-                                    num_processes=jax.process_count())
-  source = input_pipeline.load_data(config.data)
+  validation.validate_config(config, num_devices=jax.device_count(),
+                             num_processes=jax.process_count())
+  source = data.load_data(config.data)  # the one read of the data; passed to every iterator
   model = models.create_model(config.model, source.info.num_classes)
   return source, model
 
@@ -382,7 +382,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   log = MetricsLog(workdir)
 
   def val_batches():
-    return device_batches(input_pipeline.create_eval_iterator(
+    return device_batches(data.create_eval_iterator(
         config.data, 'val', global_batch_size=config.eval_batch_size, source=source), mesh)
 
   def run_eval(step: int, params_state: TrainState) -> dict | None:
@@ -399,7 +399,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                  result['num_examples'])
     return record
 
-  host_batches = input_pipeline.create_train_iterator(
+  host_batches = data.create_train_iterator(
       config.data, global_batch_size=config.batch_size, seed=config.seed, start_step=start_step,
       source=source)
   batches = device_batches(host_batches, mesh)
@@ -500,7 +500,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   state, step = restored
   eval_fn = jit_eval_step(model, mesh)
   def eval_batches():
-    return device_batches(input_pipeline.create_eval_iterator(
+    return device_batches(data.create_eval_iterator(
         config.data, split, global_batch_size=config.eval_batch_size, source=source), mesh)
 
   result = evaluate(eval_fn, state.params, eval_batches())
