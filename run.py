@@ -41,9 +41,9 @@ def main(argv):
   os.environ.setdefault('TF_CPU_ALLOCATOR_USE_BFC', 'true')
   # Imported here so that `--help` and flag errors come back fast (jax/tf imports take seconds).
   from vit_jax import checkpoint  # pylint: disable=g-import-not-at-top
-  from vit_jax import config_validation  # pylint: disable=g-import-not-at-top
-  from vit_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from vit_jax import data  # pylint: disable=g-import-not-at-top
   from vit_jax import train  # pylint: disable=g-import-not-at-top
+  from vit_jax import validation  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
 
   tf.config.set_visible_devices([], 'GPU')  # tf.data only; keep the accelerators for JAX
@@ -52,7 +52,7 @@ def main(argv):
   std_logging.getLogger('vit_jax').setLevel(std_logging.INFO)
   config = FLAGS.config
   try:
-    config_validation.validate_workdir(FLAGS.workdir)
+    validation.validate_workdir(FLAGS.workdir)
     if FLAGS.mode == 'train':
       result = train.train_and_evaluate(config, FLAGS.workdir)
       val = result['val']
@@ -65,7 +65,7 @@ def main(argv):
                  f'top-1 {100 * record["top1"]:.2f}%, top-5 {100 * record["top5"]:.2f}% on '
                  f'{record["num_examples"]} examples')
       print(json.dumps(record))
-  except (config_validation.ConfigError, input_pipeline.DatasetError, checkpoint.CheckpointError,
+  except (validation.ConfigError, data.DatasetError, checkpoint.CheckpointError,
           FloatingPointError) as e:
     # Written for the user (what is wrong, how to fix it): no traceback needed.
     print(f'error: {e}', file=sys.stderr)

@@ -44,7 +44,7 @@ def main():
 
   import npz_fixtures  # pylint: disable=g-import-not-at-top
   from configs import finetune_cifar100  # pylint: disable=g-import-not-at-top
-  from vit_jax import input_pipeline, models, optim, pretrained, train  # pylint: disable=g-import-not-at-top
+  from vit_jax import data, models, optim, pretrained, train  # pylint: disable=g-import-not-at-top
 
   times = {}
   t_all = time.time()
@@ -78,7 +78,7 @@ def main():
   source = None
   if config.data.archive:
     t = time.time()
-    source = input_pipeline.load_data(config.data)
+    source = data.load_data(config.data)
     num_classes = source.info.num_classes
     phase('read CIFAR-100 archive', t)
   model = models.create_model(config.model, num_classes)
@@ -112,8 +112,8 @@ def main():
   assert len(same) == len(loaded) - 3, 'every array but head/{kernel,bias} and pos-emb'
 
   if source is not None:
-    host = input_pipeline.create_train_iterator(config.data, global_batch_size=args.batch,
-                                                seed=0, source=source)
+    host = data.create_train_iterator(config.data, global_batch_size=args.batch, seed=0,
+                                      source=source)
   else:
     rng = np.random.default_rng(0)
     host = ({'image': rng.normal(size=(args.batch, *image_shape)).astype(np.float32),

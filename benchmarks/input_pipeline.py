@@ -78,12 +78,12 @@ def main() -> int:
   if args.allocator == 'bfc':
     os.environ['TF_CPU_ALLOCATOR_USE_BFC'] = 'true'  # Before TF's first allocation.
   from configs import common  # pylint: disable=g-import-not-at-top
-  from vit_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from vit_jax import data  # pylint: disable=g-import-not-at-top
 
   base = common.get_data_config()
   base.archive = args.archive
   t0 = time.perf_counter()
-  source = input_pipeline.load_data(base)
+  source = data.load_data(base)
   print(f'load_data (read + decode + val split + stats): {time.perf_counter() - t0:.1f} s; '
         f'splits {source.info.split_sizes}; {os.cpu_count()} CPUs; allocator {args.allocator}')
 
@@ -93,7 +93,7 @@ def main() -> int:
     config = common.get_data_config()
     config.update(base)
     config.update(overrides)
-    it = input_pipeline.create_train_iterator(
+    it = data.create_train_iterator(
         config, global_batch_size=args.batch_size, seed=0, process_index=0, process_count=1,
         source=source)
     for _ in range(args.warmup):

@@ -44,7 +44,7 @@ def get_model_config() -> ml_collections.ConfigDict:
 
 
 def get_data_config() -> ml_collections.ConfigDict:
-  """Fields read by `vit_jax.input_pipeline`."""
+  """Fields read by `vit_jax.data` (checked by `vit_jax.validation`)."""
   data = ml_collections.ConfigDict()
   data.dataset = 'cifar100'          # 'cifar100' | 'cifar10' | any TFDS image classification set
   data.archive = ''                  # local official CIFAR archive (.tar.gz or folder); '' = TFDS

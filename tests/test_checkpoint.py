@@ -13,7 +13,7 @@ import pytest
 import cifar_fixtures
 from configs import common
 from vit_jax import checkpoint
-from vit_jax import input_pipeline
+from vit_jax import data
 from vit_jax import models
 from vit_jax import train
 
@@ -52,7 +52,7 @@ def assert_trees_equal(a, b):
 
 def crash_after(monkeypatch, batches_before_crash, action):
   """Makes the train iterator run `action` after yielding `batches_before_crash` batches."""
-  original = input_pipeline.create_train_iterator
+  original = data.create_train_iterator
 
   def patched(*args, **kwargs):
     def gen():
@@ -62,7 +62,7 @@ def crash_after(monkeypatch, batches_before_crash, action):
         yield batch
     return gen()
 
-  monkeypatch.setattr(input_pipeline, 'create_train_iterator', patched)
+  monkeypatch.setattr(data, 'create_train_iterator', patched)
 
 
 class Killed(Exception):
@@ -168,12 +168,12 @@ def _flip_middle_bytes(step_dir, size=4096):
   assert any('ocdbt.process_0' in f for f in files), f'no ocdbt data files under {step_dir}'
   for path in files:
     with open(path, 'r+b') as f:
-      data = bytearray(f.read())
-      start = max(0, len(data) // 2 - size // 2)
-      for i in range(start, min(len(data), start + size)):
-        data[i] ^= 0xFF
+      raw = bytearray(f.read())
+      start = max(0, len(raw) // 2 - size // 2)
+      for i in range(start, min(len(raw), start + size)):
+        raw[i] ^= 0xFF
       f.seek(0)
-      f.write(data)
+      f.write(raw)
 
 
 @pytest.mark.parametrize('damage', ['data', 'commit'])
@@ -233,7 +233,7 @@ def test_eval_any_step_best_or_path(archive, reference):
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(archive, tmp_path, monkeypatch,
                                                               guard, overrides, kept):
   workdir = str(tmp_path / 'nan')
-  original = input_pipeline.create_train_iterator
+  original = data.create_train_iterator
 
   def poisoned(*args, **kwargs):
     for i, batch in enumerate(original(*args, **kwargs)):
@@ -241,7 +241,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(archive, tmp_path,
         batch = {**batch, 'image': np.full_like(batch['image'], np.nan)}
       yield batch
 
-  monkeypatch.setattr(input_pipeline, 'create_train_iterator', poisoned)
+  monkeypatch.setattr(data, 'create_train_iterator', poisoned)
   with pytest.raises(FloatingPointError, match='at step 5'):
     train.train_and_evaluate(tiny_config(archive, **overrides), workdir)
   steps = sorted(int(os.path.basename(p)) for p in glob.glob(f'{workdir}/checkpoints/*'))
@@ -281,9 +281,9 @@ def test_ema_resumes_exactly_and_is_evaluated(archive, tmp_path, monkeypatch):
     assert record[f'ema_{k}'] == val[f'ema_{k}'], k
   assert val['ema_loss'] != val['loss']
   model = models.create_model(config.model, 100)
-  source = input_pipeline.load_data(config.data)
+  source = data.load_data(config.data)
   images, labels = [], []
-  for batch in input_pipeline.create_eval_iterator(config.data, 'val', global_batch_size=16,
+  for batch in data.create_eval_iterator(config.data, 'val', global_batch_size=16,
                                                    source=source):
     keep = batch['mask'] > 0
     images.append(batch['image'][keep])

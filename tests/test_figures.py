@@ -11,7 +11,7 @@ import pytest
 
 import cifar_fixtures
 from configs import common
-from vit_jax import input_pipeline
+from vit_jax import data
 from vit_jax import figures
 from vit_jax import models
 from vit_jax import report
@@ -180,7 +180,7 @@ def test_figures_without_class_token_scanned_with_fixed_posemb(archive, tmp_path
   """classifier='gap', posemb='sincos2d', scan=True: no cls token, no learned table, stacked
   attention; initial parameters are enough to draw every figure."""
   config = _config(archive, classifier='gap', posemb='sincos2d', scan=True, hidden_size=16)
-  source = input_pipeline.load_data(config.data)
+  source = data.load_data(config.data)
   model = models.create_model(config.model, source.info.num_classes)
   params = jax.device_get(model.init({'params': jax.random.key(0)},
                                      jnp.zeros((1, 8, 8, 3)))['params'])

@@ -39,7 +39,7 @@ def test_huge_pages_only_where_glibc_and_the_kernel_have_them():
 def test_nothing_without_glibc_tunables_or_for_an_unknown_mode():
   assert host.malloc_env({}, 'one_heap', None, 'madvise') is None     # not glibc
   assert host.malloc_env({}, 'one_heap', (2, 25), 'madvise') is None  # tunables need glibc 2.26
-  # An unknown mode changes nothing here; config validation reports it (test_config_validation).
+  # An unknown mode changes nothing here; vit_jax/validation.py reports it (test_validation).
   assert host.malloc_env({}, 'one-heap', (2, 36), 'madvise') is None
 
 

@@ -19,7 +19,7 @@ import npz_fixtures
 from configs import common
 from configs import finetune_cifar100
 from vit_jax import checkpoint
-from vit_jax import config_validation
+from vit_jax import validation
 from vit_jax import models
 from vit_jax import optim
 from vit_jax import pretrained
@@ -337,7 +337,7 @@ def test_hybrid_feature_map_and_names():
 
 def test_finetune_config_and_linear_probe():
   config = finetune_cifar100.get_config()
-  config_validation.validate_config(config, num_devices=8)
+  validation.validate_config(config, num_devices=8)
   assert (config.data.image_size, config.total_steps, config.batch_size) == (384, 10_000, 512)
   assert (config.optimizer, config.learning_rate, config.grad_clip_norm) == ('sgd', 0.03, 1.0)
   model = models.create_model(config.model, 100)

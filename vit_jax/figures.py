@@ -87,7 +87,7 @@ RUN_NAME_PARTS = 2            # trailing path parts naming a run in titles ('pre
 class Restored:
   params: Any          # host (numpy) parameter tree
   model: Any           # models.VisionTransformer
-  source: Any          # input_pipeline.DataSource
+  source: Any          # data.DataSource
   step: int
 
 
@@ -290,7 +290,7 @@ def run_model(restored: Restored, config, split: str, geo: Geometry, max_example
               num_features: int = NUM_TSNE) -> Outputs:
   """One pass over `split` collecting logits, pooled features, attention distance and rollout."""
   import jax  # pylint: disable=g-import-not-at-top
-  from vit_jax import input_pipeline  # pylint: disable=g-import-not-at-top
+  from vit_jax import data  # pylint: disable=g-import-not-at-top
   model, info = restored.model, restored.source.info
   distances = patch_distances(geo.grid, geo.patch_pixels).astype(np.float32)
 
@@ -304,7 +304,7 @@ def run_model(restored: Restored, config, split: str, geo: Geometry, max_example
             mean_attention_distance(attention, geo.num_prefix, distances),
             rollout_maps(attention_rollout(attention), geo.num_prefix, geo.grid))
 
-  batches: Iterator[dict] = input_pipeline.create_eval_iterator(
+  batches: Iterator[dict] = data.create_eval_iterator(
       config.data, split, global_batch_size=FORWARD_BATCH, source=restored.source)
   mean, std = np.asarray(info.mean, np.float32), np.asarray(info.std, np.float32)
   labels, logits, pooled, dist_sum, samples, maps = [], [], [], 0.0, [], []
@@ -655,7 +655,7 @@ def main(argv: Sequence[str]) -> None:
   tf.config.set_visible_devices([], 'GPU')  # tf.data only
   logging.set_verbosity(logging.ERROR)  # orbax logs every read-only restore
   std_logging.getLogger('vit_jax').setLevel(std_logging.INFO)
-  from vit_jax import checkpoint, input_pipeline  # pylint: disable=g-import-not-at-top
+  from vit_jax import checkpoint, data  # pylint: disable=g-import-not-at-top
   source = None
   failed = 0
   for workdir in FLAGS.workdir:
@@ -663,7 +663,7 @@ def main(argv: Sequence[str]) -> None:
       result = inspect_run(workdir, checkpoint_spec=FLAGS.checkpoint, split=FLAGS.split,
                            archive=FLAGS.archive, max_examples=FLAGS.max_examples,
                            num_tsne=FLAGS.num_tsne, out_dir=FLAGS.out, source=source)
-    except (FileNotFoundError, checkpoint.CheckpointError, input_pipeline.DatasetError) as e:
+    except (FileNotFoundError, checkpoint.CheckpointError, data.DatasetError) as e:
       print(f'error: {workdir}: {e}', file=sys.stderr)
       failed += 1
       continue

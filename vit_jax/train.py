@@ -1,6 +1,6 @@
 """Training and evaluation: TrainState, the jitted data-parallel steps, and the loop.
 
-This file glues the others: `models` (the network), `input_pipeline` (host batches),
+This file glues the others: `models` (the network), `data` (host batches),
 `optim` (the optax chain) and `checkpoint` (orbax). Parallelism is one `jax.jit` over a
 1-D `jax.sharding.Mesh` named `data`: parameters are replicated, batches are sharded along
 their leading axis, and XLA inserts the gradient all-reduce. The same code runs on one CPU,
@@ -26,12 +26,12 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vit_jax import checkpoint
-from vit_jax import config_validation
+from vit_jax import data
 from vit_jax import hardware
-from vit_jax import input_pipeline
 from vit_jax import models
 from vit_jax import optim
 from vit_jax import pretrained
+from vit_jax import validation
 
 DATA_AXIS = 'data'
 logger = logging.getLogger(__name__)
@@ -338,9 +338,9 @@ def _setup(config: ml_collections.ConfigDict):
   """Validation, data info and the model: everything that can fail before any compile."""
   if config.distributed:
     jax.distributed.initialize()
-  config_validation.validate_config(config, num_devices=jax.device_count(),
-                                    num_processes=jax.process_count())
-  source = input_pipeline.load_data(config.data)
+  validation.validate_config(config, num_devices=jax.device_count(),
+                             num_processes=jax.process_count())
+  source = data.load_data(config.data)  # the one read of the data; passed to every iterator
   model = models.create_model(config.model, source.info.num_classes)
   return source, model
 
@@ -359,7 +359,7 @@ def image_shape_of(config) -> tuple[int, int, int]:
 
 
 def _eval_batches(config, split: str, source, mesh) -> Callable[[], Iterator[dict]]:
-  return lambda: device_batches(input_pipeline.create_eval_iterator(
+  return lambda: device_batches(data.create_eval_iterator(
       config.data, split, global_batch_size=config.eval_batch_size, source=source), mesh)
 
 
@@ -417,7 +417,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   eval_fn = jit_eval_step(model, mesh)
   has_val = info.split_sizes.get('val', 0) > 0
   val_batches = _eval_batches(config, 'val', source, mesh)
-  batches = device_batches(input_pipeline.create_train_iterator(
+  batches = device_batches(data.create_train_iterator(
       config.data, global_batch_size=config.batch_size, seed=config.seed, start_step=start_step,
       source=source), mesh)
   log = MetricsLog(workdir)

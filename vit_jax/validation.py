@@ -1,7 +1,12 @@
-"""Checks every config value before anything is compiled or downloaded.
+"""Every user-facing config rule, checked in one pass before anything is compiled or downloaded.
 
-Each problem becomes one line saying which field is wrong, what it holds and what would be
-right; all problems are reported together so a user fixes them in one go.
+Why one module: a run should fail in its first second, with every bad value listed at once,
+rather than minutes later inside a compile, a download or the first batch. Each problem becomes
+one line saying which field is wrong, what it holds and what would be right; all problems are
+reported together so a user fixes them in one go. The sections follow the config: data, model,
+training/optimizer, checkpoints/logging, host (devices, processes, malloc). The other modules
+assume a validated config and check only their own invariants; what can only be known from the
+data itself (a missing archive, an empty split) is raised by vit_jax/data as DatasetError.
 """
 
 import os
@@ -12,16 +17,68 @@ import ml_collections
 
 from vit_jax import hardware
 from vit_jax import host
-from vit_jax import input_pipeline
 from vit_jax import models
 from vit_jax import optim
 from vit_jax import pretrained
+from vit_jax.data import cifar
 
 DTYPES = ('float32', 'bfloat16', 'float16')
 
 
 class ConfigError(ValueError):
   """A config with bad values; the message lists each one and how to fix it."""
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def data_problems(data_config: ml_collections.ConfigDict) -> list[str]:
+  """Problems with `config.data` values; [] when fine. No disk access."""
+  c = data_config
+  problems = []
+
+  def bad(field, msg):
+    problems.append(f'data.{field}={getattr(c, field)!r}: {msg}')
+
+  if not isinstance(c.dataset, str) or not c.dataset:
+    bad('dataset', "must be a dataset name: 'cifar100', 'cifar10' or a TFDS name")
+  if c.archive and c.dataset not in cifar.DATASETS:
+    bad('dataset', f'data.archive reads official CIFAR archives only; use one of '
+        f'{cifar.DATASETS} or clear data.archive to load this dataset from TFDS')
+  if not 0.0 <= c.val_fraction < 1.0:
+    bad('val_fraction', 'must be in [0, 1) (fraction of train_split held out as val)')
+  if c.eval_split == 'val' and c.val_fraction == 0:
+    bad('eval_split', "'val' needs data.val_fraction > 0")
+  if not isinstance(c.image_size, int) or c.image_size <= 0:
+    bad('image_size', 'must be a positive int')
+  if c.crop_padding < 0:
+    bad('crop_padding', 'must be >= 0 (0 turns the padded random crop off)')
+  if c.random_resized_crop and c.crop_padding:
+    bad('crop_padding', 'cannot be combined with data.random_resized_crop=True; pick one crop')
+  if not 0.0 < c.rrc_min_scale <= 1.0:
+    bad('rrc_min_scale', 'must be in (0, 1] (smallest crop area as a fraction of the image)')
+  if not 0.0 <= c.rotation <= 0.125:
+    bad('rotation', 'must be in [0, 0.125]: max angle as a fraction of 2*pi (Keras '
+        'RandomRotation factor), at most 45 degrees for the two-pass warp')
+  if not 0.0 <= c.zoom < 1.0:
+    bad('zoom', 'must be in [0, 1) (Keras RandomZoom factor)')
+  if c.randaugment_layers < 0:
+    bad('randaugment_layers', 'must be >= 0 (0 turns RandAugment off)')
+  if not 0 <= c.randaugment_magnitude <= 30:
+    bad('randaugment_magnitude', 'must be in [0, 30] (10 = the maximum of each op)')
+  for field in ('mixup_alpha', 'cutmix_alpha'):
+    if getattr(c, field) < 0:
+      bad(field, 'must be >= 0 (0 turns it off)')
+  if not (c.prefetch >= 0 or c.prefetch == -1):
+    bad('prefetch', 'must be >= 0 batches, or -1 for AUTOTUNE')
+  if not (c.num_parallel_calls >= 1 or c.num_parallel_calls == -1):
+    bad('num_parallel_calls', 'must be >= 1, or -1 for AUTOTUNE')
+  if not isinstance(c.train_split, str) or not c.train_split:
+    bad('train_split', "must be a split name such as 'train' or 'train[:50%]'")
+  return problems
+
+
+# ----------------------------------------------------------------------------- model
 
 
 def _widths(value) -> Sequence:
@@ -90,26 +147,11 @@ def _model_problems(model_config: ml_collections.ConfigDict, image_size: int) ->
   return p
 
 
-def _training_problems(config: ml_collections.ConfigDict, num_devices: int,
-                       num_processes: int) -> list[str]:
+def _training_problems(config: ml_collections.ConfigDict) -> list[str]:
+  """Schedule length, optimizer, learning-rate schedule, regularization, initialization."""
   p = []
   if config.batch_size <= 0:
     p.append(f'batch_size={config.batch_size} must be positive.')
-  else:
-    if config.batch_size % num_devices:
-      p.append(f'batch_size={config.batch_size} is not divisible by the {num_devices} devices; '
-               f'use a multiple of {num_devices}.')
-    if config.batch_size % num_processes:
-      p.append(f'batch_size={config.batch_size} is not divisible by the {num_processes} hosts.')
-    parts = config.grad_accum_steps * max(1, config.concurrent_microbatches)  # 0 = auto = 1
-    if parts >= 1 and (config.batch_size % parts or (config.batch_size // parts) % num_devices):
-      p.append(f'batch_size={config.batch_size} must split into grad_accum_steps='
-               f'{config.grad_accum_steps} x concurrent_microbatches='
-               f'{config.concurrent_microbatches} parts that are each divisible by the '
-               f'{num_devices} devices.')
-  if config.eval_batch_size <= 0 or config.eval_batch_size % num_devices:
-    p.append(f'eval_batch_size={config.eval_batch_size} must be a positive multiple of the '
-             f'{num_devices} devices.')
   if config.total_steps < 0:
     p.append(f'total_steps={config.total_steps} must be >= 0 (0 = use num_epochs).')
   if config.total_steps == 0 and config.num_epochs <= 0:
@@ -140,12 +182,6 @@ def _training_problems(config: ml_collections.ConfigDict, num_devices: int,
     p.append(f'grad_clip_norm={config.grad_clip_norm} must be >= 0 (0 = off).')
   if config.grad_accum_steps < 1:
     p.append(f'grad_accum_steps={config.grad_accum_steps} must be >= 1.')
-  if config.concurrent_microbatches < 0:
-    p.append(f'concurrent_microbatches={config.concurrent_microbatches} must be >= 1 '
-             '(0 = auto: the platform overlay, vit_jax/hardware.py).')
-  if config.host_malloc not in (hardware.AUTO, *host.MALLOC_MODES):
-    p.append(f'host_malloc={config.host_malloc!r} is not one of '
-             f'{", ".join((hardware.AUTO, *host.MALLOC_MODES))} (vit_jax/host.py says what each does).')
   if not 0.0 <= config.label_smoothing < 1.0:
     p.append(f'label_smoothing={config.label_smoothing} must be in [0, 1).')
   if not 0.0 <= config.ema_decay < 1.0:
@@ -163,26 +199,70 @@ def _training_problems(config: ml_collections.ConfigDict, num_devices: int,
   if config.init_from and config.model.posemb != 'learn':
     p.append(f'init_from needs model.posemb="learn" (official checkpoints have learned position '
              f'embeddings), not {config.model.posemb!r}.')
-  if (config.data.mixup_alpha > 0 or config.data.cutmix_alpha > 0) and (
-      (config.batch_size // num_processes) % 2):
-    p.append(f'batch_size={config.batch_size}: mixup/cutmix pair examples within each host\'s '
-             'batch, which must be even.')
-  for name in ('log_every', 'checkpoint_every', 'keep_checkpoints'):
-    if config[name] <= 0:
-      p.append(f'{name}={config[name]} must be positive.')
-  if config.eval_every < 0:
-    p.append(f'eval_every={config.eval_every} must be >= 0 (0 = once per epoch).')
   if config.seed < 0:
     p.append(f'seed={config.seed} must be >= 0.')
   return p
 
 
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def _checkpoint_problems(config: ml_collections.ConfigDict) -> list[str]:
+  p = []
+  for name in ('log_every', 'checkpoint_every', 'keep_checkpoints'):
+    if config[name] <= 0:
+      p.append(f'{name}={config[name]} must be positive.')
+  if config.eval_every < 0:
+    p.append(f'eval_every={config.eval_every} must be >= 0 (0 = once per epoch).')
+  return p
+
+
+# ----------------------------------------------------------------------------- host
+
+
+def _host_problems(config: ml_collections.ConfigDict, num_devices: int,
+                   num_processes: int) -> list[str]:
+  """How the batches split over devices, processes and concurrent parts; host malloc."""
+  p = []
+  if config.batch_size > 0:
+    if config.batch_size % num_devices:
+      p.append(f'batch_size={config.batch_size} is not divisible by the {num_devices} devices; '
+               f'use a multiple of {num_devices}.')
+    if config.batch_size % num_processes:
+      p.append(f'batch_size={config.batch_size} is not divisible by the {num_processes} hosts.')
+    parts = config.grad_accum_steps * max(1, config.concurrent_microbatches)  # 0 = auto = 1
+    if parts >= 1 and (config.batch_size % parts or (config.batch_size // parts) % num_devices):
+      p.append(f'batch_size={config.batch_size} must split into grad_accum_steps='
+               f'{config.grad_accum_steps} x concurrent_microbatches='
+               f'{config.concurrent_microbatches} parts that are each divisible by the '
+               f'{num_devices} devices.')
+    if (config.data.mixup_alpha > 0 or config.data.cutmix_alpha > 0) and (
+        (config.batch_size // num_processes) % 2):
+      p.append(f'batch_size={config.batch_size}: mixup/cutmix pair examples within each host\'s '
+               'batch, which must be even.')
+  if config.eval_batch_size <= 0 or config.eval_batch_size % num_devices:
+    p.append(f'eval_batch_size={config.eval_batch_size} must be a positive multiple of the '
+             f'{num_devices} devices.')
+  if config.concurrent_microbatches < 0:
+    p.append(f'concurrent_microbatches={config.concurrent_microbatches} must be >= 1 '
+             '(0 = auto: the platform overlay, vit_jax/hardware.py).')
+  if config.host_malloc not in (hardware.AUTO, *host.MALLOC_MODES):
+    p.append(f'host_malloc={config.host_malloc!r} is not one of '
+             f'{", ".join((hardware.AUTO, *host.MALLOC_MODES))} (vit_jax/host.py says what each does).')
+  return p
+
+
+# ----------------------------------------------------------------------------- the one pass
+
+
 def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1,
                     num_processes: int = 1) -> None:
   """Raises ConfigError listing every bad value of `config`; returns None when all is well."""
-  problems = _model_problems(config.model, config.data.image_size)
-  problems += _training_problems(config, num_devices, num_processes)
-  problems += input_pipeline.validate_data_config(config.data)
+  problems = data_problems(config.data)
+  problems += _model_problems(config.model, config.data.image_size)
+  problems += _training_problems(config)
+  problems += _checkpoint_problems(config)
+  problems += _host_problems(config, num_devices, num_processes)
   if problems:
     raise ConfigError('Invalid config:\n  - ' + '\n  - '.join(problems))
 

@@ -6,8 +6,9 @@ import os
 
 import pytest
 
+import cifar_fixtures as fx
 from configs import common
-from vit_jax import config_validation
+from vit_jax import validation
 
 # (dotted field, bad value, text the message must contain)
 BAD_VALUES = [
@@ -87,8 +88,8 @@ def test_bad_value_is_reported(field, value, expected):
   if field == 'batch_size' and value == 250:
     config.grad_accum_steps = 4
   _set(config, field, value)
-  with pytest.raises(config_validation.ConfigError) as e:
-    config_validation.validate_config(config, num_devices=1)
+  with pytest.raises(validation.ConfigError) as e:
+    validation.validate_config(config, num_devices=1)
   assert expected in str(e.value), str(e.value)
 
 
@@ -108,50 +109,76 @@ def test_every_config_file_is_checked():
 @pytest.mark.parametrize('name', SHIPPED_CONFIGS)
 def test_shipped_configs_are_valid(name):
   module = importlib.import_module(f'configs.{name}')
-  config_validation.validate_config(module.get_config(), num_devices=8)
+  validation.validate_config(module.get_config(), num_devices=8)
 
 
 def test_batch_not_divisible_by_devices():
   config = common.get_config()
   config.batch_size = 100
-  with pytest.raises(config_validation.ConfigError, match='not divisible by the 8 devices'):
-    config_validation.validate_config(config, num_devices=8)
+  with pytest.raises(validation.ConfigError, match='not divisible by the 8 devices'):
+    validation.validate_config(config, num_devices=8)
 
 
 def test_variant_sizes_are_checked():
   config = common.get_config()
   config.model.variant, config.data.image_size = 'H/14', 32  # 32 is not a multiple of 14
-  with pytest.raises(config_validation.ConfigError, match='not divisible by model.patch_size=14'):
-    config_validation.validate_config(config)
+  with pytest.raises(validation.ConfigError, match='not divisible by model.patch_size=14'):
+    validation.validate_config(config)
 
 
 def test_hybrid_image_size_includes_stem_stride():
   config = common.get_config()
   config.model.update(resnet_layers=(3, 4, 9), patch_size=1)
   config.data.image_size = 40  # R50 stem stride is 16
-  with pytest.raises(config_validation.ConfigError, match='ResNet stem stride 16'):
-    config_validation.validate_config(config)
+  with pytest.raises(validation.ConfigError, match='ResNet stem stride 16'):
+    validation.validate_config(config)
 
 
 def test_warmup_longer_than_training():
   config = common.get_config()
   config.total_steps, config.warmup_steps = 100, 200
-  with pytest.raises(config_validation.ConfigError, match='warmup must end before training'):
-    config_validation.validate_config(config)
+  with pytest.raises(validation.ConfigError, match='warmup must end before training'):
+    validation.validate_config(config)
 
 
 def test_all_problems_reported_together():
   config = common.get_config()
   config.learning_rate, config.model.classifier = -1.0, 'nope'
-  with pytest.raises(config_validation.ConfigError) as e:
-    config_validation.validate_config(config)
+  with pytest.raises(validation.ConfigError) as e:
+    validation.validate_config(config)
   assert 'learning_rate' in str(e.value) and 'model.classifier' in str(e.value)
 
 
 def test_unwritable_workdir(tmp_path):
   blocker = tmp_path / 'file'
   blocker.write_text('x')
-  with pytest.raises(config_validation.ConfigError, match='is not a folder'):
-    config_validation.validate_workdir(str(blocker / 'run'))
-  with pytest.raises(config_validation.ConfigError, match='--workdir is required'):
-    config_validation.validate_workdir('')
+  with pytest.raises(validation.ConfigError, match='is not a folder'):
+    validation.validate_workdir(str(blocker / 'run'))
+  with pytest.raises(validation.ConfigError, match='--workdir is required'):
+    validation.validate_workdir('')
+
+
+def test_data_problems():
+  assert validation.data_problems(fx.data_config()) == []
+  bad = fx.data_config(val_fraction=1.0, crop_padding=2, random_resized_crop=True,
+                       mixup_alpha=-1.0, image_size=0, num_parallel_calls=0, rotation=0.2)
+  problems = '\n'.join(validation.data_problems(bad))
+  for field in ('val_fraction', 'crop_padding', 'rotation', 'mixup_alpha', 'image_size',
+                'num_parallel_calls'):
+    assert f'data.{field}=' in problems
+  assert validation.data_problems(fx.data_config(archive='x.tar.gz', dataset='mnist'))
+  config = common.get_config()
+  config.data = bad
+  with pytest.raises(validation.ConfigError, match='Invalid config'):
+    validation.validate_config(config)
+
+
+def test_batch_layout_over_hosts():
+  """The data package only asserts these (test_data_iterators); the user is told here."""
+  config = common.get_config()
+  config.batch_size = 30
+  with pytest.raises(validation.ConfigError, match='not divisible by the 4 hosts'):
+    validation.validate_config(config, num_devices=1, num_processes=4)
+  config.batch_size, config.data.mixup_alpha = 12, 0.2  # 3 examples per host
+  with pytest.raises(validation.ConfigError, match='must be even'):
+    validation.validate_config(config, num_devices=4, num_processes=4)
