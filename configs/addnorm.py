@@ -3,7 +3,7 @@
 Same model and recipe as `configs/baseline.py`, with `norm_placement='addnorm'`: attention
 as pre-LN, and the MLP sublayer gets an extra LayerNorm on its output before the residual add,
 x = x + LN(MLP(LN(x))). (The seed notebook's code actually had no LN *before* the MLP, only after
-it: that variant is `--config.model.norm_placement=seed`.)
+it: that variant is `--config.model.norm_placement=attn_in_mlp_out`.)
 
 Command:
   python run.py --config=configs/addnorm.py --workdir=runs/addnorm

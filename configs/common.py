@@ -20,7 +20,7 @@ def get_model_config() -> ml_collections.ConfigDict:
   model.mlp_dim = 768                # int, or a tuple of hidden widths
   model.mlp_activate_output = False  # Keras seed applies GELU on the MLP output too
   model.head_dim = placeholder(int)  # per-head q/k/v width; None = hidden_size // num_heads
-  model.norm_placement = 'pre'       # 'pre' | 'post' | 'addnorm' | 'sandwich' | 'seed' | 'none' | 'attn:in,mlp:in+out'
+  model.norm_placement = 'pre'       # 'pre' | 'post' | 'addnorm' | 'sandwich' | 'attn_in_mlp_out' | 'none' | 'attn:in,mlp:in+out'
   model.final_norm = placeholder(bool)  # None = from the placement; True / False override
   model.layer_norm_epsilon = 1e-6
   model.classifier = 'token'         # 'token' | 'gap' | 'flatten'
@@ -36,6 +36,7 @@ def get_model_config() -> ml_collections.ConfigDict:
   model.param_dtype = 'float32'
   # Hardware settings: 'auto' = the platform overlay's value for the backend (vit_jax/hardware.py).
   model.attention_impl = 'auto'      # 'auto' | 'xla' | 'cudnn' (GPU only) | 'folded' (head_dim >= hidden_size)
+  model.kernels = 'auto'             # 'auto' | 'reference' (plain Flax) | 'cpu' (vit_jax/cpu_kernels.py)
   model.remat = False                # rematerialise each block: less memory, more compute
   model.scan = False                 # nn.scan over blocks: faster compiles for deep models
   model.resnet_layers = ()           # hybrid ResNet stem: units per stage, () = pure ViT; R50+ViT-B/16: (3, 4, 9) with patch_size 1

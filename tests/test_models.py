@@ -1,10 +1,9 @@
-"""Tests for vit_jax/models.py: shapes, names, and that each norm placement computes its formula.
+"""Tests for vit_jax/models.py (and norms.py): shapes, names, each norm placement computes its
+formula under both kernel settings, and the kernels do not change the parameters.
 
-Parameters come from `jax.eval_shape(init)` filled with numpy noise: no XLA compile for init
-(eager init is slow on CPU) and random LN scales/biases, so a misplaced LN cannot hide.
+Parameters come from `jax.eval_shape(init)` filled with numpy noise (see model_fixtures.py).
 """
 
-import functools
 import math
 
 import jax
@@ -13,116 +12,11 @@ import ml_collections
 import numpy as np
 import pytest
 
+from model_fixtures import (IMAGES, NUM_CLASSES, REF_LN, TOKENS, flat_names, param_shapes,
+                            random_params, ref_block, ref_model, rng, tiny, train_apply)
 from vit_jax import models
 
-TINY = dict(patch_size=4, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64)
-IMAGES = np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype(np.float32)  # 16 patches
-# Block inputs shaped like the tiny model's tokens (16 + cls), so eager ops compile once.
-TOKENS = np.random.default_rng(1).normal(size=(2, 17, 32)).astype(np.float32)
-NUM_CLASSES = 5
-
-
-def tiny(**overrides) -> models.VisionTransformer:
-  return models.VisionTransformer(num_classes=NUM_CLASSES, **{**TINY, **overrides})
-
-
-def param_shapes(module, x, *static_args):
-  init = lambda key, x: module.init(key, x, *static_args)
-  return jax.eval_shape(init, jax.random.key(0), x)['params']
-
-
-def random_params(module, *args, seed=0, scale=0.2):
-  """Noise-filled params; LN scales around 1 so normalization stays visible."""
-  rng = np.random.default_rng(seed)
-
-  def fill(path, s):
-    offset = 1.0 if path[-1].key == 'scale' else 0.0
-    return (offset + scale * rng.normal(size=s.shape)).astype(np.float32)
-
-  return jax.tree_util.tree_map_with_path(fill, param_shapes(module, *args))
-
-
-def flat_names(tree) -> dict[str, tuple]:
-  return {'/'.join(k.key for k in path): leaf.shape
-          for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]}
-
-
-def rng(seed: int) -> jax.Array:
-  """A dropout key. 'rbg' because threefry's bit generator is slow to compile on CPU."""
-  return jax.random.key(seed, impl='rbg')
-
-
-def train_apply(model, params, seed, x=IMAGES):
-  return model.apply({'params': params}, x, train=True, rngs={'dropout': rng(seed)})
-
-
-# ----------------------------------------------------------------------------- independent reference
-def ref_layernorm(x, p, eps=1e-6):
-  mu = x.mean(-1, keepdims=True)
-  var = ((x - mu)**2).mean(-1, keepdims=True)
-  return (x - mu) / np.sqrt(var + eps) * p['scale'] + p['bias']
-
-
-def ref_gelu(x):  # tanh approximation, as flax nn.gelu / vit_jax
-  return 0.5 * x * (1 + np.tanh(np.sqrt(2 / np.pi) * (x + 0.044715 * x**3)))
-
-
-def ref_attention(x, p):
-  q, k, v = (np.einsum('btd,dhk->bthk', x, p[n]['kernel']) + p[n]['bias']
-             for n in ('query', 'key', 'value'))
-  logits = np.einsum('bqhk,bshk->bhqs', q, k) / np.sqrt(q.shape[-1])
-  w = np.exp(logits - logits.max(-1, keepdims=True))
-  w /= w.sum(-1, keepdims=True)
-  y = np.einsum('bhqs,bshk->bqhk', w, v)
-  return np.einsum('bqhk,hkd->bqd', y, p['out']['kernel']) + p['out']['bias']
-
-
-def ref_mlp(x, p, activate_output=False):
-  n = len(p)
-  for i in range(n):
-    x = x @ p[f'Dense_{i}']['kernel'] + p[f'Dense_{i}']['bias']
-    if i < n - 1 or activate_output:
-      x = ref_gelu(x)
-  return x
-
-
-REF_LN = {('attn', 'in'): 'LayerNorm_0', ('attn', 'out'): 'LayerNorm_attn_out',
-          ('attn', 'res'): 'LayerNorm_attn_res', ('mlp', 'in'): 'LayerNorm_2',
-          ('mlp', 'out'): 'LayerNorm_mlp_out', ('mlp', 'res'): 'LayerNorm_mlp_res'}
-
-
-def ref_block(x, p, attn, mlp, activate_output=False):
-  p = jax.tree.map(lambda a: np.asarray(a, np.float64), p)
-  x = np.asarray(x, np.float64)
-  fns = {'attn': lambda y: ref_attention(y, p['MultiHeadDotProductAttention_1']),
-         'mlp': lambda y: ref_mlp(y, p['MlpBlock_3'], activate_output)}
-  for sub, on in (('attn', attn), ('mlp', mlp)):
-    y = ref_layernorm(x, p[REF_LN[sub, 'in']]) if 'in' in on else x
-    y = fns[sub](y)
-    y = ref_layernorm(y, p[REF_LN[sub, 'out']]) if 'out' in on else y
-    x = x + y
-    x = ref_layernorm(x, p[REF_LN[sub, 'res']]) if 'res' in on else x
-  return x
-
-
-def ref_model(images, params, attn, mlp, patch, final_norm):
-  """Token classifier, learned posemb."""
-  p = jax.tree.map(lambda a: np.asarray(a, np.float64), params)
-  b, h, w, c = images.shape
-  x = images.reshape(b, h // patch, patch, w // patch, patch, c).transpose(0, 1, 3, 2, 4, 5)
-  kernel = p['embedding']['kernel']  # [patch, patch, c, hidden]
-  x = x.reshape(b, -1, patch * patch * c) @ kernel.reshape(-1, kernel.shape[-1])
-  x = x + p['embedding']['bias']  # [b, tokens, hidden]
-  x = np.concatenate([np.broadcast_to(p['cls'], (b, 1, x.shape[-1])), x], axis=1)
-  x = x + p['Transformer']['posembed_input']['pos_embedding']
-  i = 0
-  while f'encoderblock_{i}' in p['Transformer']:
-    x = ref_block(x, p['Transformer'][f'encoderblock_{i}'], attn, mlp)
-    i += 1
-  if final_norm:
-    x = ref_layernorm(x, p['Transformer']['encoder_norm'])
-  return x[:, 0] @ p['head']['kernel'] + p['head']['bias']
-
+KERNELS = ('reference', 'cpu')  # the two settings 'auto' resolves to
 
 # ----------------------------------------------------------------------------- shapes and names
 @pytest.mark.parametrize('classifier', models.CLASSIFIERS)
@@ -197,7 +91,7 @@ def test_seed_keras_config():
   """The seed notebook's model: 72px, patch 6, width 64, 4 heads of 64, MLP 128->64 (GELU on both)."""
   model = models.create_model(dict(
       patch_size=6, hidden_size=64, num_layers=8, num_heads=4, head_dim=64, mlp_dim=128,
-      mlp_activate_output=True, classifier='flatten', norm_placement='seed',
+      mlp_activate_output=True, classifier='flatten', norm_placement='attn_in_mlp_out',
       head_hidden_sizes=(2048, 1024), head_dropout_rate=0.5, dropout_rate=0.1), 100)
   names = flat_names(param_shapes(model, jax.ShapeDtypeStruct((1, 72, 72, 3), jnp.float32)))
   assert names['Transformer/encoderblock_7/MultiHeadDotProductAttention_1/query/kernel'] == (64, 4, 64)
@@ -213,7 +107,7 @@ PLACEMENTS = {  # spec -> (attn positions, mlp positions), written out independe
     'post': ({'res'}, {'res'}),
     'addnorm': ({'in'}, {'in', 'out'}),
     'sandwich': ({'in', 'out'}, {'in', 'out'}),
-    'seed': ({'in'}, {'out'}),
+    'attn_in_mlp_out': ({'in'}, {'out'}),
     'none': (set(), set()),
     'attn:out+res,mlp:in+res': ({'out', 'res'}, {'in', 'res'}),
     ' ATTN: res+in , mlp: ': ({'in', 'res'}, set()),
@@ -243,6 +137,7 @@ def test_parse_norm_placement(spec):
     ('attn:in+in,mlp:in', ['repeated position']),
     ('attn:none+in,mlp:in', ["unknown position 'none'"]),
     ('', ['unknown preset']),
+    ('seed', ["preset 'seed' is now called 'attn_in_mlp_out'"]),  # the old name says what is new
     (None, ['expected a string']),
 ])
 def test_bad_norm_placement(spec, fragments):
@@ -257,10 +152,12 @@ def test_bad_norm_placement_in_model():
     param_shapes(tiny(norm_placement='prenorm'), IMAGES)
 
 
+@pytest.mark.parametrize('kernels', KERNELS)
 @pytest.mark.parametrize('spec', PLACEMENTS)
-def test_block_computes_its_formula(spec):
+def test_block_computes_its_formula(spec, kernels):
   attn, mlp = PLACEMENTS[spec]
-  block = models.Encoder1DBlock(num_heads=4, head_dim=8, mlp_dim=64, norm_placement=spec)
+  block = models.Encoder1DBlock(num_heads=4, head_dim=8, mlp_dim=64, norm_placement=spec,
+                                kernels=kernels)
   x = TOKENS
   params = random_params(block, x, 0.0, False)
   want = {REF_LN[s, p] for s, on in (('attn', attn), ('mlp', mlp)) for p in on}
@@ -282,10 +179,11 @@ def test_block_mlp_widths_and_head_dim():
   np.testing.assert_allclose(out, ref, atol=1e-5, rtol=1e-5)
 
 
+@pytest.mark.parametrize('kernels', KERNELS)
 @pytest.mark.parametrize('spec', ['pre', 'post', 'attn:out+res,mlp:in+res'])
-def test_model_computes_reference(spec):
+def test_model_computes_reference(spec, kernels):
   attn, mlp = PLACEMENTS[spec]
-  model = tiny(norm_placement=spec)
+  model = tiny(norm_placement=spec, kernels=kernels)
   params = random_params(model, IMAGES)
   final = 'encoder_norm' in params['Transformer']
   assert final == ('res' not in mlp)
@@ -313,8 +211,9 @@ def test_post_block_output_is_normalized():
 
 
 # ----------------------------------------------------------------------------- dropout, drop-path
-def test_dropout_eval_is_deterministic_and_train_is_not():
-  base = tiny(head_hidden_sizes=(16,))
+@pytest.mark.parametrize('kernels', KERNELS)
+def test_dropout_eval_is_deterministic_and_train_is_not(kernels):
+  base = tiny(head_hidden_sizes=(16,), kernels=kernels)
   noisy = base.clone(dropout_rate=0.3, attention_dropout_rate=0.3, head_dropout_rate=0.3,
                      stochastic_depth_rate=0.3)
   params = random_params(base, IMAGES)
@@ -326,9 +225,10 @@ def test_dropout_eval_is_deterministic_and_train_is_not():
   np.testing.assert_array_equal(a, train_apply(noisy, params, 1))  # same key, same result
 
 
+@pytest.mark.parametrize('kernels', KERNELS)
 @pytest.mark.parametrize('field', ['dropout_rate', 'attention_dropout_rate', 'head_dropout_rate'])
-def test_each_dropout_acts_in_training(field):
-  model = tiny(**{field: 0.5})
+def test_each_dropout_acts_in_training(field, kernels):
+  model = tiny(**{field: 0.5}, kernels=kernels)
   params = random_params(model, IMAGES)
   assert not np.allclose(train_apply(model, params, 1), train_apply(model, params, 2))
 
@@ -370,8 +270,9 @@ def test_stochastic_depth():
 
 
 # ----------------------------------------------------------------------------- attention, dtype, remat, scan
-def test_attention_weights_are_sown():
-  model = tiny(classifier='gap', head_hidden_sizes=(8,), representation_size=12)
+@pytest.mark.parametrize('kernels', KERNELS)
+def test_attention_weights_are_sown(kernels):
+  model = tiny(classifier='gap', head_hidden_sizes=(8,), representation_size=12, kernels=kernels)
   params = random_params(model, IMAGES)
   logits, state = model.apply({'params': params}, IMAGES, mutable=['intermediates'])
   inter = state['intermediates']
@@ -383,128 +284,6 @@ def test_attention_weights_are_sown():
   assert inter['pooled'][0].shape == (2, 32) and inter['head_input'][0].shape == (2, 8)
   # The explicit path (taken to sow) and the fused one agree.
   np.testing.assert_allclose(logits, model.apply({'params': params}, IMAGES), atol=1e-5, rtol=1e-5)
-
-
-class _DenseGeneralAttentionParams(models.nn.Module):
-  """The q/k/v/out parameters as nn.DenseGeneral creates them (the vit_jax module's layout)."""
-
-  @models.nn.compact
-  def __call__(self, x):
-    for name in ('query', 'key', 'value'):
-      y = models.nn.DenseGeneral((4, 8), kernel_init=models.nn.initializers.xavier_uniform(),
-                                 name=name)(x)
-    return models.nn.DenseGeneral(x.shape[-1], axis=(-2, -1), name='out',
-                                  kernel_init=models.nn.initializers.xavier_uniform())(y)
-
-
-def test_attention_initialises_like_dense_general():
-  """The attention computes its projections as plain matmuls, but its parameters are
-  nn.DenseGeneral's: same names, shapes and initial values for the same key."""
-  rng_init = jax.random.key(3)
-  ours = models.MultiHeadDotProductAttention(num_heads=4, head_dim=8).init(
-      rng_init, TOKENS, train=False)['params']
-  want = _DenseGeneralAttentionParams().init(rng_init, TOKENS)['params']
-  assert flat_names(ours) == flat_names(want)
-  jax.tree.map(np.testing.assert_array_equal, ours, want)
-  folded = models.MultiHeadDotProductAttention(num_heads=4, head_dim=8, implementation='folded')
-  jax.tree.map(np.testing.assert_array_equal, folded.init(rng_init, TOKENS, train=False)['params'],
-               want)
-
-
-def attention_pair(num_heads, head_dim, rate=0.0):
-  make = functools.partial(models.MultiHeadDotProductAttention, num_heads=num_heads,
-                           head_dim=head_dim, dropout_rate=rate)
-  return make(), make(implementation='folded')
-
-
-def attention_params(module, scale=0.5):
-  """Noise for every attention parameter, biases included."""
-  init = lambda key: module.init(key, TOKENS, train=False)
-  shapes = jax.eval_shape(init, jax.random.key(0))['params']
-  rng = np.random.default_rng(0)
-  return jax.tree.map(lambda s: (scale * rng.normal(size=s.shape)).astype(np.float32), shapes)
-
-
-@pytest.mark.parametrize('num_heads,head_dim', [(4, 8), (2, 32), (4, 48)])  # d <, =, > width 32
-def test_folded_attention_is_the_reference(num_heads, head_dim):
-  """Same parameters, same function (biases included), same sown weights as the standard path."""
-  standard, folded = attention_pair(num_heads, head_dim)
-  params = attention_params(standard)
-  assert jax.tree.map(np.shape, params) == jax.tree.map(np.shape, attention_params(folded))
-  want = ref_attention(np.float64(TOKENS), jax.tree.map(np.float64, params))
-  apply = lambda m: jax.jit(functools.partial(m.apply, train=False, mutable='intermediates'))
-  got, sown = apply(folded)({'params': params}, TOKENS)
-  np.testing.assert_allclose(got, want, atol=2e-6 * np.abs(want).max())  # f32 vs f64 rounding
-  _, sown_standard = apply(standard)({'params': params}, TOKENS)
-  np.testing.assert_allclose(sown['intermediates']['attention_weights'][0],
-                             sown_standard['intermediates']['attention_weights'][0], atol=1e-5, rtol=1e-4)
-
-
-def test_folded_attention_gradients():
-  """Every gradient matches the standard path's; the key bias, which softmax cancels, gets 0."""
-  standard, folded = attention_pair(4, 48)
-  params = attention_params(standard)
-  probe = np.random.default_rng(2).normal(size=TOKENS.shape).astype(np.float32)
-  grad = lambda m: jax.jit(jax.grad(
-      lambda p, x: jnp.sum(probe * m.apply({'params': p}, x, train=False)), argnums=(0, 1)))
-  (gp_std, gx_std), (gp_fold, gx_fold) = grad(standard)(params, TOKENS), grad(folded)(params, TOKENS)
-  np.testing.assert_allclose(gx_fold, gx_std, atol=1e-4, rtol=1e-4)
-  np.testing.assert_array_equal(gp_fold['key']['bias'], 0.0)
-  scale = max(np.abs(g).max() for g in jax.tree.leaves(gp_std))
-  assert np.abs(gp_std['key']['bias']).max() < 1e-5 * scale  # float noise around the true 0
-  for name in ('query', 'key', 'value', 'out'):
-    for leaf in ('kernel', 'bias'):
-      np.testing.assert_allclose(gp_fold[name][leaf], gp_std[name][leaf], atol=1e-5 * scale,
-                                 err_msg=f'{name}/{leaf}')
-
-
-class _FixedAttentionDropout(models.nn.Module):
-  """A stand-in for attention dropout with the same mask in either layout.
-
-  Drops weight (head, query, key) where (head + 2 query + 3 key) % 3 == 0; the heads axis is the
-  one of size 4 (the tokens axes are 17), so the mask follows the weights into either layout.
-  """
-  rate: float
-
-  def keep_scale(self, shape, dtype):
-    heads_axis = shape.index(4)
-    idx = np.indices(shape)
-    q, k = (idx[a] for a in range(1, 4) if a != heads_axis)
-    keep = (idx[heads_axis] + 2 * q + 3 * k) % 3 != 0
-    return jnp.asarray(np.where(keep, 1.0 / (1 - self.rate), 0.0), dtype)
-
-
-def test_folded_attention_drops_the_same_weights(monkeypatch):
-  """With weights dropped (rows no longer sum to 1), the value bias still enters through them."""
-  monkeypatch.setattr(models, 'Dropout', _FixedAttentionDropout)
-  standard, folded = attention_pair(4, 48, rate=0.5)
-  params = attention_params(standard)
-  run = lambda m: m.apply({'params': params}, TOKENS, train=True)
-  want = run(standard)
-  assert not np.allclose(want, standard.apply({'params': params}, TOKENS, train=False))
-  np.testing.assert_allclose(run(folded), want, atol=2e-6 * np.abs(want).max())
-
-
-def test_softmax_dropout_gradient():
-  """The hand-written backward pass (no mask) is autodiff's through softmax(l) * m."""
-  rng_np = np.random.default_rng(4)
-  logits = rng_np.normal(size=(3, 5, 7)).astype(np.float32) * 3
-  keep_scale = np.where(rng_np.random((3, 5, 7)) < 0.3, 0.0, 1 / 0.7).astype(np.float32)
-  probe = rng_np.normal(size=logits.shape).astype(np.float32)
-  plain = lambda l: jax.nn.softmax(l, axis=-1) * keep_scale
-  ours = lambda l: models.softmax_dropout(l, keep_scale)
-  np.testing.assert_allclose(ours(logits), plain(logits), rtol=1e-6)
-  grad = lambda f: jax.grad(lambda l: jnp.sum(probe * f(l)))(logits)
-  np.testing.assert_allclose(grad(ours), grad(plain), atol=1e-6)
-  np.testing.assert_allclose(jax.jit(jax.grad(lambda l: jnp.sum(probe * ours(l))))(logits),
-                             grad(plain), atol=1e-6)
-
-
-def test_folded_model_computes_reference():
-  model = tiny(attention_impl='folded', num_heads=2, head_dim=32)
-  params = random_params(model, IMAGES)
-  np.testing.assert_allclose(model.apply({'params': params}, IMAGES),
-                             ref_model(IMAGES, params, {'in'}, {'in'}, 4, True), atol=1e-4, rtol=1e-4)
 
 
 def test_bfloat16_returns_float32_logits():
@@ -519,7 +298,8 @@ def test_bfloat16_returns_float32_logits():
 
 
 def test_invalid_fields():
-  for field, value in [('classifier', 'cls'), ('posemb', 'sincos'), ('attention_impl', 'flash')]:
+  for field, value in [('classifier', 'cls'), ('posemb', 'sincos'), ('attention_impl', 'flash'),
+                       ('kernels', 'gpu')]:
     with pytest.raises(ValueError, match=field):
       param_shapes(tiny(**{field: value}), IMAGES)
   with pytest.raises(ValueError, match='divisible by patch_size'):
@@ -547,11 +327,12 @@ def test_sincos_posemb_table():
   np.testing.assert_allclose(diff, 0.0, atol=1e-6)  # token 0 (cls) unchanged
 
 
-@pytest.mark.parametrize('attention_impl', ['xla', 'folded'])
-def test_remat_matches(attention_impl):
+@pytest.mark.parametrize('kernels,attention_impl',
+                         [('cpu', 'xla'), ('cpu', 'folded'), ('reference', 'xla')])
+def test_remat_matches(kernels, attention_impl):
   """Training mode, so dropout and drop-path rngs must line up too."""
   model = tiny(dropout_rate=0.2, attention_dropout_rate=0.2, stochastic_depth_rate=0.5,
-               attention_impl=attention_impl)
+               attention_impl=attention_impl, kernels=kernels)
   params = random_params(model, IMAGES)
   remat = model.clone(remat=True)
   # jit: eagerly, each remat'd block is compiled anew on every call.
@@ -584,55 +365,37 @@ def test_scan_matches_unrolled(remat):
     assert np.isfinite(a).all() and not np.allclose(a, b) and not np.allclose(a, logits)
 
 
-@pytest.mark.parametrize('patch', [1, 4, 8])
-def test_patch_embedding_is_the_strided_conv(patch):
-  """PatchEmbedding (reshape + matmul) computes nn.Conv(kernel=stride=patch, VALID) exactly,
-  and initialises the same parameters to the same values (so seeds and checkpoints carry over)."""
-  x = jax.random.normal(jax.random.key(0), (2, 16, 24, 3))
-  conv = models.nn.Conv(5, (patch, patch), strides=(patch, patch), padding='VALID')
-  ours = models.PatchEmbedding(5, patch)
-  rng = jax.random.key(1)
-  conv_params, our_params = conv.init(rng, x), ours.init(rng, x)
-  assert jax.tree.map(jnp.shape, conv_params) == jax.tree.map(jnp.shape, our_params)
-  np.testing.assert_array_equal(conv_params['params']['kernel'], our_params['params']['kernel'])
-  params = jax.tree.map(lambda a: a + jax.random.normal(jax.random.key(2), a.shape), conv_params)
-  expected = conv.apply(params, x)
-  assert expected.shape == (2, 16 // patch, 24 // patch, 5)
-  np.testing.assert_allclose(ours.apply(params, x), expected, rtol=1e-5, atol=1e-5)
+# ----------------------------------------------------------------------------- kernels
+def test_auto_kernels_are_cpu_only_on_cpu(monkeypatch):
+  assert models.resolve_kernels('auto') == 'cpu'  # the suite runs on the CPU backend
+  assert models.resolve_kernels('reference') == 'reference'
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  assert models.resolve_kernels('auto') == 'reference'
+  assert models.resolve_kernels('cpu') == 'cpu'
+  with pytest.raises(ValueError, match="'auto', 'reference', 'cpu'"):
+    models.resolve_kernels('fast')
 
 
-@pytest.mark.parametrize('rate', [0.1, 0.5])
-def test_dropout_rate_and_scale(rate):
-  """16-bit Dropout: drops `rate` of the elements, scales the rest by 1/keep, so the mean is
-  kept; identity when deterministic; works for odd sizes; all zeros at rate 1."""
-  x = np.ones((3, 101, 67), np.float32)  # odd number of elements
-  drop = models.Dropout(rate)
-  out = np.asarray(drop.apply({}, x, deterministic=False, rngs={'dropout': rng(0)}))
-  dropped = out == 0
-  assert abs(dropped.mean() - rate) < 0.01
-  keep = 1 - round(rate * 2**16) / 2**16
-  np.testing.assert_allclose(out[~dropped], 1 / keep, rtol=1e-6)
-  assert abs(out.mean() - 1.0) < 0.02
-  other = np.asarray(drop.apply({}, x, deterministic=False, rngs={'dropout': rng(1)}))
-  assert (dropped != (other == 0)).any()  # another key, another mask
-  np.testing.assert_array_equal(drop.apply({}, x, deterministic=True), x)
-  np.testing.assert_array_equal(
-      models.Dropout(1.0).apply({}, x, deterministic=False, rngs={'dropout': rng(0)}), 0.0)
+@pytest.mark.parametrize('overrides', [
+    dict(dropout_rate=0.1, attention_dropout_rate=0.1, head_hidden_sizes=(8,)),
+    dict(attention_impl='folded', head_dim=32, classifier='flatten'),
+    dict(scan=True, norm_placement='sandwich'),
+    dict(resnet_layers=(1,), patch_size=1, posemb='sincos2d'),
+])
+def test_kernels_do_not_change_the_parameters(overrides):
+  """Same tree, shapes, dtypes and initial values from the same key: a checkpoint written with
+  either kernel setting restores into the other."""
+  init = lambda kernels: jax.jit(tiny(kernels=kernels, **overrides).init)(jax.random.key(4), IMAGES)
+  reference, cpu = init('reference'), init('cpu')
+  assert flat_names(reference) == flat_names(cpu)
+  assert jax.tree.map(lambda a: a.dtype, reference) == jax.tree.map(lambda a: a.dtype, cpu)
+  jax.tree.map(np.testing.assert_array_equal, reference, cpu)
 
 
-@pytest.mark.parametrize('impl', ['threefry2x32', 'raw', 'rbg'])
-def test_random_bits_are_jax_random_bits(impl):
-  """The unrolled threefry behind Dropout returns exactly jax.random.bits' words (so masks do not
-  depend on which generator code ran), under jit, for odd sizes, and for raw uint32 keys; other
-  key types are passed to JAX."""
-  key = jax.random.fold_in(jax.random.key(7, impl='rbg' if impl == 'rbg' else None), 11)
-  if impl == 'raw':
-    key = jax.random.key_data(key)
-  bits = jax.jit(models.random_bits, static_argnums=1)
-  for size in (1, 2, 999, 65_537):
-    want = jax.random.bits(key, (size,), jnp.uint32)
-    got = bits(key, size)
-    assert got.dtype == jnp.uint32 and got.shape == (size,)
-    np.testing.assert_array_equal(got, want)
-  other = bits(jax.random.fold_in(key if impl != 'raw' else jax.random.wrap_key_data(key), 1), 999)
-  assert (other != bits(key, 999)).mean() > 0.99  # another key, other words
+def test_kernels_compute_the_same_model():
+  """Evaluation (no random bits) agrees between the two settings to float tolerance."""
+  model = tiny(norm_placement='addnorm', head_hidden_sizes=(8,))
+  params = random_params(model, IMAGES)
+  got = {k: model.clone(kernels=k).apply({'params': params}, IMAGES) for k in KERNELS}
+  np.testing.assert_allclose(got['cpu'], got['reference'], atol=1e-5, rtol=1e-5)
+

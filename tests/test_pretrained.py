@@ -128,6 +128,20 @@ def test_load_i21k_file_into_cifar_model(ti16_file):
                              grid[[0, 0, -1, -1], [0, -1, 0, -1]].reshape(2, 2, -1), atol=1e-6)
 
 
+def test_loaded_file_computes_the_same_with_either_kernels(ti16_file):
+  """The official names are the model's under both `model.kernels` settings: the file loads into
+  each, and the plain-Flax and the CPU-kernel models then compute the same logits."""
+  path, _ = ti16_file
+  images = np.random.default_rng(3).normal(size=(2, 32, 32, 3)).astype(np.float32)
+  logits = {}
+  for k in ('reference', 'cpu'):
+    model = models.create_model({'variant': 'Ti/16', 'kernels': k}, 100)
+    params = pretrained.load_pretrained(path, random_params(model, 32))
+    logits[k] = jax.jit(model.apply)({'params': params}, images)
+  np.testing.assert_allclose(logits['cpu'], logits['reference'], atol=1e-4, rtol=1e-4)
+  assert np.abs(logits['reference']).max() > 1e-3  # a non-trivial head
+
+
 def test_load_keeps_pre_logits_and_head_when_asked(tmp_path, ti16_file):
   """representation_size=192 keeps the file's pre_logits; init_head='load' its head; prefixed
   ('opt/target/') names and a 384px model (24x24 grid) work."""

@@ -35,6 +35,7 @@ BAD_VALUES = [
     ('model.dtype', 'float8', "model.dtype='float8': expected one of"),
     ('model.param_dtype', 'int8', "model.param_dtype='int8': expected one of"),
     ('model.attention_impl', 'flash', "model.attention_impl='flash': expected one of"),
+    ('model.kernels', 'gpu', "model.kernels='gpu': expected one of ('auto', 'reference', 'cpu')"),
     ('model.variant', 'Z/99', "model.variant='Z/99' is unknown"),
     ('batch_size', 0, 'batch_size=0 must be positive'),
     ('batch_size', 250, 'batch_size=250 must split into grad_accum_steps=4'),

@@ -41,6 +41,14 @@ def head_dim(model_config: Any) -> int:
   return explicit if explicit else model_config['hidden_size'] // model_config['num_heads']
 
 
+def kernels(value: str, backend: str) -> str:
+  """model.kernels with 'auto' resolved: the CPU kernels on the CPU backend, where they were
+  measured; the plain Flax reference elsewhere."""
+  if value != AUTO:
+    return value
+  return 'cpu' if backend == 'cpu' else 'reference'
+
+
 def model_settings(model_config: Any, backend: str) -> dict[str, Any]:
   """The 'auto' model fields of `model_config` resolved for `backend` ('cpu', 'gpu', 'tpu')."""
   on_cpu = backend == 'cpu'
@@ -49,7 +57,7 @@ def model_settings(model_config: Any, backend: str) -> dict[str, Any]:
     folds = on_cpu and head_dim(model_config) >= model_config['hidden_size']
     resolved['attention_impl'] = 'folded' if folds else 'xla'
   if model_config.get('kernels') == AUTO:
-    resolved['kernels'] = 'cpu' if on_cpu else 'reference'
+    resolved['kernels'] = kernels(AUTO, backend)
   return resolved
 
 

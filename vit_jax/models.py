@@ -1,9 +1,10 @@
-"""Vision Transformer whose LayerNorm placement is a config value.
+"""Vision Transformer whose LayerNorm placement is a config value: the readable reference.
 
 The study asks where LayerNorms should sit in a ViT encoder block, so the block is written once
-and the norm positions are data (`norm_placement`), not separate model classes. Everything else
-follows google-research/vision_transformer (`vit_jax/models_vit.py`) so that official
-checkpoints load by name.
+and the norm positions are data (`norm_placement`, parsed by vit_jax/norms.py), not separate
+model classes. Everything else follows google-research/vision_transformer
+(`vit_jax/models_vit.py`) and big_vision's `models/vit.py`, in plain Flax (nn.Conv patches,
+nn.MultiHeadDotProductAttention, nn.Dropout), so that official checkpoints load by name.
 
 Per sublayer f (attention or MLP, including its own dropout), with drop-path on the branch:
 
@@ -12,6 +13,15 @@ Per sublayer f (attention or MLP, including its own dropout), with drop-path on 
     y = LN_out(y) if 'out' else y
     x = x + drop_path(y)
     x = LN_res(x) if 'res' else x
+
+Kernels (`kernels`): 'reference' is the plain Flax written here; 'cpu' swaps in the XLA:CPU
+kernels of vit_jax/cpu_kernels.py (16-bit dropout, re-laid-out attention, patch GEMM), measured
+faster on CPU only; 'auto' (the default) picks 'cpu' on the CPU backend and 'reference'
+elsewhere (`resolve_kernels`). Both build the same parameters with the same initial values, so
+checkpoints are interchangeable; they differ in float rounding and in which dropout bits are
+drawn. `attention_impl='folded'` is itself a CPU kernel (cpu_kernels.py); it stays selectable
+under either `kernels` value, as an explicit request: the attention is then the folded one (with
+its CPU dropout) and the rest of the model follows `kernels`.
 
 Parameter names (vit_jax names where a counterpart exists):
 
@@ -33,15 +43,9 @@ Parameter names (vit_jax names where a counterpart exists):
     head_mlp_{j}                                    optional head MLP (head_hidden_sizes)
     head                                            classifier Dense, zeros kernel init
 
-Hybrid (resnet_layers non-empty; vit_jax models_resnet names, at the top level like vit_jax):
-
-    conv_root/kernel                                StdConv 7x7/2, [7, 7, 3, 64*width], no bias
-    gn_root/{scale,bias}                            GroupNorm(32), then relu and max-pool 3x3/2
-    block{s}/unit{u}/conv{1,2,3}/kernel             bottleneck 1x1 -> 3x3 (stride) -> 1x1 (x4)
-    block{s}/unit{u}/gn{1,2,3}/{scale,bias}         GroupNorm after each conv (gn3 scale init 0)
-    block{s}/unit1/conv_proj/kernel, gn_proj        projection shortcut of each stage's 1st unit
-    embedding                                       then patchifies the FEATURE MAP: patch_size
-                                                    counts feature-map pixels (R50+B/16: 1)
+Hybrid (resnet_layers non-empty; vit_jax models_resnet names, at the top level like vit_jax; see
+vit_jax/resnet.py): conv_root, gn_root, block{s}/unit{u}/..., then `embedding` patchifies the
+FEATURE MAP: patch_size counts feature-map pixels (R50+B/16: 1).
 
 With `scan=True` the blocks are one scanned module: `Transformer/encoderblock/...` (no `_{i}`),
 every leaf gaining a leading [num_layers] axis. Convert with `stack_block_params` /
@@ -55,9 +59,13 @@ Intermediates (no cost unless the 'intermediates' collection is mutable):
 
 from __future__ import annotations
 
+import os
+import sys
+
+if __name__ == '__main__':  # run as a file: vit_jax/ on sys.path would shadow the stdlib `inspect`
+  sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
 import dataclasses
-import functools
-import math
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -67,32 +75,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from vit_jax import cpu_kernels
 from vit_jax import hardware
+from vit_jax.norms import (LN_NAMES, NORM_POSITIONS, NORM_PRESETS, SUBLAYERS,  # noqa: F401
+                           NormPlacement, parse_norm_placement)
+from vit_jax.resnet import RESNET_VARIANTS, resnet_stem, resnet_stride  # noqa: F401
 
 Array = jax.Array
 
 # ----------------------------------------------------------------------------- names
-SUBLAYERS = ('attn', 'mlp')
-NORM_POSITIONS = ('in', 'out', 'res')
-NORM_PRESETS: dict[str, str] = {
-    'pre': 'attn:in,mlp:in',
-    'post': 'attn:res,mlp:res',
-    'addnorm': 'attn:in,mlp:in+out',
-    'sandwich': 'attn:in+out,mlp:in+out',
-    'seed': 'attn:in,mlp:out',  # what the seed Keras notebook's code actually computed
-    'none': 'attn:none,mlp:none',
-}
 CLASSIFIERS = ('token', 'gap', 'flatten')
 POSEMBS = ('learn', 'sincos2d')
 ATTENTION_IMPLS = ('xla', 'cudnn', 'folded')
-
-# LN module names per (sublayer, position); the 'in' ones keep the vit_jax names.
-LN_NAMES = {
-    ('attn', 'in'): 'LayerNorm_0', ('attn', 'out'): 'LayerNorm_attn_out',
-    ('attn', 'res'): 'LayerNorm_attn_res',
-    ('mlp', 'in'): 'LayerNorm_2', ('mlp', 'out'): 'LayerNorm_mlp_out',
-    ('mlp', 'res'): 'LayerNorm_mlp_res',
-}
+KERNELS = ('auto', 'reference', 'cpu')
 
 # name -> (hidden_size, num_layers, num_heads, mlp_dim); ViT paper / AugReg sizes.
 VARIANTS: dict[str, tuple[int, int, int, int]] = {
@@ -103,79 +98,35 @@ VARIANTS: dict[str, tuple[int, int, int, int]] = {
     'H': (1280, 32, 16, 5120),
 }
 
-# Hybrid variants 'R50+B/16' etc. (ViT paper / AugReg): (resnet, effective patch) -> stage sizes.
-# The feature map is image / resnet_stride(layers), so these all use patch_size 1 on it.
-RESNET_VARIANTS: dict[tuple[str, int], tuple[int, ...]] = {
-    ('R50', 16): (3, 4, 9),  # the ViT paper's R50: stage 4 folded into stage 3 (stride 16)
-    ('R50', 32): (3, 4, 6, 3),
-    ('R26', 32): (2, 2, 2, 2),
-}
-
 SINCOS_TEMPERATURE = 10_000.0
-_DROPOUT_LEVELS = 2**16  # resolution of Dropout's keep probability (16 random bits)
 
 
-# ----------------------------------------------------------------------------- norm placement
-@dataclasses.dataclass(frozen=True)
-class NormPlacement:
-  """Which LN positions ('in', 'out', 'res') are on for each sublayer."""
-  attn: frozenset[str]
-  mlp: frozenset[str]
-
-  @property
-  def final_norm(self) -> bool:
-    """Default final LN: needed iff the residual stream leaves the last block unnormalized."""
-    return 'res' not in self.mlp
-
-  @property
-  def spec(self) -> str:
-    """Canonical explicit spec string, e.g. 'attn:in,mlp:in+out'."""
-    def fmt(s):
-      return '+'.join(p for p in NORM_POSITIONS if p in s) or 'none'
-    return f'attn:{fmt(self.attn)},mlp:{fmt(self.mlp)}'
+def resolve_kernels(kernels: str) -> str:
+  """'auto' -> 'cpu' on the XLA:CPU backend (where the kernels were measured), else 'reference'."""
+  if kernels not in KERNELS:
+    raise ValueError(f'kernels={kernels!r} is not one of {KERNELS}')
+  return hardware.kernels(kernels, jax.default_backend())
 
 
-def _placement_error(spec: Any, what: str) -> ValueError:
-  presets = ', '.join(f'{k} ({v})' for k, v in NORM_PRESETS.items())
-  return ValueError(
-      f'Invalid norm_placement {spec!r}: {what}. Use a preset name, one of: {presets}; '
-      "or an explicit spec 'attn:<positions>,mlp:<positions>' naming each sublayer once, "
-      f"where <positions> is '+'-joined from {', '.join(NORM_POSITIONS)}, or empty/'none' "
-      "for no LN, e.g. 'attn:in,mlp:in+out'.")
+def _dropout(kernels: str, rate: float) -> nn.Module:
+  """nn.Dropout, or its 16-bit CPU kernel; both auto-name as `Dropout_{i}` (same rng stream)."""
+  return cpu_kernels.Dropout(rate) if kernels == 'cpu' else nn.Dropout(rate)
 
 
-def parse_norm_placement(spec: str | NormPlacement) -> NormPlacement:
-  """Parses a preset name or an explicit spec like 'attn:in,mlp:in+out'."""
-  if isinstance(spec, NormPlacement):
-    return spec
-  if not isinstance(spec, str):
-    raise _placement_error(spec, f'expected a string, got {type(spec).__name__}')
-  text = spec.strip().lower()
-  if ':' not in text:
-    if text not in NORM_PRESETS:
-      raise _placement_error(spec, f'unknown preset {text!r}')
-    text = NORM_PRESETS[text]
-  found: dict[str, frozenset[str]] = {}
-  for part in text.split(','):
-    if part.count(':') != 1:
-      raise _placement_error(spec, f"malformed part {part.strip()!r} (expected 'sublayer:positions')")
-    sub, positions = (s.strip() for s in part.split(':'))
-    if sub not in SUBLAYERS:
-      raise _placement_error(spec, f'unknown sublayer {sub!r} (valid: {", ".join(SUBLAYERS)})')
-    if sub in found:
-      raise _placement_error(spec, f'sublayer {sub!r} named more than once')
-    names = [] if positions in ('', 'none') else [p.strip() for p in positions.split('+')]
-    for p in names:
-      if p not in NORM_POSITIONS:
-        raise _placement_error(
-            spec, f'unknown position {p!r} for {sub!r} (valid: {", ".join(NORM_POSITIONS)})')
-    if len(set(names)) != len(names):
-      raise _placement_error(spec, f'repeated position in {part.strip()!r}')
-    found[sub] = frozenset(names)
-  missing = [s for s in SUBLAYERS if s not in found]
-  if missing:
-    raise _placement_error(spec, f'sublayer {", ".join(map(repr, missing))} not given')
-  return NormPlacement(attn=found['attn'], mlp=found['mlp'])
+def _cudnn_or_xla_attention(query, key, value, mask=None, dropout_rng=None, dropout_rate=0.0,
+                            broadcast_dropout=True, deterministic=False, dtype=None,
+                            precision=None, force_fp32_for_softmax=False, module=None):
+  """nn.MultiHeadDotProductAttention's `attention_fn` for attention_impl='cudnn'.
+
+  The fused kernel neither returns the weights nor drops them out, so sowing (`module`) or
+  attention dropout take nn.dot_product_attention, as with attention_impl='xla'.
+  """
+  if module is None and mask is None and (deterministic or dropout_rate == 0):
+    return jax.nn.dot_product_attention(query, key, value, implementation='cudnn')
+  return nn.dot_product_attention(
+      query, key, value, mask=mask, dropout_rng=dropout_rng, dropout_rate=dropout_rate,
+      broadcast_dropout=broadcast_dropout, deterministic=deterministic, dtype=dtype,
+      precision=precision, force_fp32_for_softmax=force_fp32_for_softmax, module=module)
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -196,11 +147,6 @@ def posemb_sincos_2d(h: int, w: int, width: int,
 def drop_path_rates(rate: float, num_layers: int) -> np.ndarray:
   """Stochastic-depth rate per layer, linear from 0 (first) to `rate` (last), as in DeiT."""
   return np.linspace(0.0, rate, num_layers, dtype=np.float32)
-
-
-def resnet_stride(resnet_layers: Sequence[int]) -> int:
-  """Downsampling of the hybrid stem: root conv /2, max-pool /2, each stage after the 1st /2."""
-  return 4 * 2**(len(resnet_layers) - 1) if resnet_layers else 1
 
 
 def stack_block_params(params: Mapping, num_layers: int) -> dict:
@@ -237,107 +183,6 @@ class AddPositionEmbs(nn.Module):
     return x + pe.astype(x.dtype)
 
 
-def _rotate_left(x: Array, bits: int) -> Array:
-  return jax.lax.shift_left(x, np.uint32(bits)) | jax.lax.shift_right_logical(x, np.uint32(32 - bits))
-
-
-def _threefry2x32(key: tuple[Array, Array], x: tuple[Array, Array]) -> tuple[Array, Array]:
-  """The Threefry-2x32 block cipher (20 rounds; Salmon et al. 2011), written out unrolled."""
-  ks = (key[0], key[1], key[0] ^ key[1] ^ np.uint32(0x1BD11BDA))
-  x0, x1 = x[0] + ks[0], x[1] + ks[1]
-  for i in range(5):
-    for r in ((13, 15, 26, 6), (17, 29, 16, 24))[i % 2]:
-      x0 = x0 + x1
-      x1 = _rotate_left(x1, r) ^ x0
-    x0 = x0 + ks[(i + 1) % 3]
-    x1 = x1 + ks[(i + 2) % 3] + np.uint32(i + 1)
-  return x0, x1
-
-
-def random_bits(key: Array, size: int) -> Array:
-  """`jax.random.bits(key, (size,), uint32)`, bit for bit, but fast on CPU for threefry keys.
-
-  Why: on CPU JAX lowers threefry as a 5-iteration while loop (jax/_src/random/threefry2x32.py,
-  rolled to keep compiles short), and each iteration is a pass over memory. Here the same hash
-  is written out, one fused elementwise loop: 2.5M words in 1.9 ms instead of 10 ms on 2 CPU
-  cores. Same counters and output as JAX's partitionable threefry (the default; tested), so
-  dropout masks do not change. Other key types (rbg, ...) go to JAX.
-  """
-  if not jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
-    key = jax.random.wrap_key_data(key)  # a raw key is of the default impl, as in jax.random
-  if (str(jax.random.key_impl(key)) != 'threefry2x32' or not jax.config.jax_threefry_partitionable
-      or size >= 2**32):
-    return jax.random.bits(key, (size,), jnp.uint32)
-  k = jax.random.key_data(key)  # [2] uint32
-  counts = jax.lax.iota(np.uint32, size)  # the low word of the 64-bit counter; the high word is 0
-  hi, lo = _threefry2x32((k[0], k[1]), (jnp.zeros_like(counts), counts))
-  return hi ^ lo
-
-
-class Dropout(nn.Module):
-  """Inverted dropout drawing 16 random bits per element instead of flax's 32.
-
-  Why: on CPU the random bit generator is most of dropout's cost, and the seed configs draw
-  tens of millions of masks per step (attention weights included). One uint32 draw is split into
-  two uint16 halves, halving the generator's work, and the bits come from `random_bits` (JAX's
-  threefry, unrolled). An element is kept when its 16 bits are >= round(rate * 2^16) and scaled
-  by 1 / (that exact keep probability), so the output is unbiased; the drop probability differs
-  from `rate` by at most 2^-17. Measured on 2 CPU cores (benchmarks/train_step.py, dropout 0.1
-  everywhere): 16 bits: seed 001's step 69 -> 82 img/s, seed 000's 113 -> 120 img/s; unrolled
-  threefry: see the README's benchmarks.
-  """
-  rate: float
-
-  def _keep(self, shape: tuple[int, ...]) -> tuple[Array, float]:
-    """The keep mask (bool, `shape`) and the exact keep probability it was drawn with."""
-    threshold = round(self.rate * _DROPOUT_LEVELS)
-    size = math.prod(shape)
-    words = random_bits(self.make_rng('dropout'), (size + 1) // 2)
-    bits = jax.lax.bitcast_convert_type(words, jnp.uint16).reshape(-1)[:size].reshape(shape)
-    return bits >= threshold, 1.0 - threshold / _DROPOUT_LEVELS
-
-  def keep_scale(self, shape: tuple[int, ...], dtype: Any) -> Array:
-    """What a kept element is multiplied by: 1 / keep probability, or 0 where dropped."""
-    keep, keep_prob = self._keep(shape)
-    return jnp.where(keep, jnp.asarray(1.0 / keep_prob, dtype), jnp.zeros((), dtype))
-
-  @nn.compact
-  def __call__(self, x: Array, *, deterministic: bool) -> Array:
-    if deterministic or self.rate == 0:
-      return x
-    if self.rate >= 1:
-      return jnp.zeros_like(x)
-    keep, keep_prob = self._keep(x.shape)
-    return jnp.where(keep, x / jnp.asarray(keep_prob, x.dtype), jnp.zeros_like(x))
-
-
-@jax.custom_vjp
-def softmax_dropout(logits: Array, keep_scale: Array) -> Array:
-  """softmax(logits, axis=-1) * keep_scale, whose backward pass never looks at the mask.
-
-  Why: with y = softmax(l) * m and w = softmax(l), the gradient is dl = g*y - w * sum(g*y), so
-  the backward needs y and w (kept anyway) but not m. Left to autodiff, XLA:CPU fuses the
-  dropout mask's random-bit hash into the backward pass as well, hashing every attention weight
-  twice (seed 001's step: 130 -> 138 img/s without). `keep_scale` gets no gradient (random bits).
-  """
-  return jax.nn.softmax(logits, axis=-1) * keep_scale.astype(jnp.float32)
-
-
-def _softmax_dropout_fwd(logits, keep_scale):
-  weights = jax.nn.softmax(logits, axis=-1)
-  dropped = weights * keep_scale.astype(jnp.float32)
-  return dropped, (weights, dropped)
-
-
-def _softmax_dropout_bwd(residuals, g):
-  weights, dropped = residuals
-  t = g * dropped
-  return t - weights * jnp.sum(t, axis=-1, keepdims=True), None
-
-
-softmax_dropout.defvjp(_softmax_dropout_fwd, _softmax_dropout_bwd)
-
-
 class DropPath(nn.Module):
   """Stochastic depth: drops a residual branch per example; `rate` may be traced (scan)."""
 
@@ -352,134 +197,12 @@ class DropPath(nn.Module):
     return y * (mask * scale).astype(y.dtype)
 
 
-class _DenseGeneralParams(nn.Module):
-  """The kernel [*in_shape, *features] and bias [*features] of an nn.DenseGeneral, not applied.
-
-  Same names, shapes and initialisation as the nn.DenseGeneral it stands for (kernel_init sees
-  the flattened [prod(in_shape), prod(features)] shape, bias starts at zero), so checkpoints and
-  init are unchanged; the caller decides how the product is laid out.
-  """
-  in_shape: tuple[int, ...]
-  features: tuple[int, ...]
-  param_dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self) -> tuple[Array, Array]:
-    flat = (math.prod(self.in_shape), math.prod(self.features))
-    init = nn.initializers.xavier_uniform()
-    kernel = self.param('kernel', lambda rng, shape, dtype: init(rng, flat, dtype).reshape(shape),
-                        self.in_shape + self.features, self.param_dtype)
-    bias = self.param('bias', nn.initializers.zeros, self.features, self.param_dtype)
-    return kernel, bias
-
-
-class MultiHeadDotProductAttention(nn.Module):
-  """Self-attention with vit_jax parameter layout; sows weights only when asked.
-
-  Layouts are chosen for XLA (measured, see the README's benchmarks): q, k and v are each one
-  plain [tokens, width] x [width, heads * head_dim] matmul with the bias added token-major (its
-  gradient is then a contiguous column sum; as `bqhd` einsums, XLA:CPU reduced it through a
-  transposed layout), the attention output stays head-major [batch, heads, tokens, head_dim]
-  and the output projection contracts (heads, head_dim) from there, saving a transpose each way.
-  `implementation='folded'` computes the same function in fewer FLOPs when head_dim >= width
-  (see `_folded`); 'cudnn' is the fused GPU kernel (bf16/fp16).
-  """
-  num_heads: int
-  head_dim: int
-  dropout_rate: float = 0.0
-  implementation: str = 'xla'
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: Array, *, train: bool) -> Array:  # x: [batch, tokens, width]
-    x = x.astype(self.dtype)
-    if self.implementation == 'folded':
-      return self._folded(x, train=train)
-    b, t, width = x.shape
-    h, d = self.num_heads, self.head_dim
-
-    def project(name: str) -> Array:  # [batch, tokens, heads, head_dim]
-      kernel, bias = self._params(name, (width,), (h, d))
-      y = jnp.dot(x.reshape(b * t, width), kernel.reshape(width, h * d))
-      return (y + bias.reshape(h * d)).reshape(b, t, h, d)
-
-    q, k, v = project('query'), project('key'), project('value')
-    out_kernel, out_bias = self._params('out', (h, d), (width,))
-
-    explicit = self.is_mutable_collection('intermediates') or (train and self.dropout_rate > 0)
-    if explicit:  # fused kernels neither return the weights nor drop them out
-      logits = jnp.einsum('bqhd,bkhd->bhqk', q, k).astype(jnp.float32) / math.sqrt(d)
-      weights = self._weights(logits, heads_first=True, train=train)  # [batch, heads, q, k]
-      y = jnp.einsum('bhqk,bkhd->bhqd', weights.astype(v.dtype), v)  # [batch, heads, tokens, head_dim]
-      return jnp.einsum('bhqd,hdc->bqc', y, out_kernel) + out_bias  # [batch, tokens, width]
-    impl = None if self.implementation == 'xla' else self.implementation
-    y = jax.nn.dot_product_attention(q, k, v, implementation=impl)  # [batch, tokens, heads, head_dim]
-    y = jnp.dot(y.reshape(b * t, h * d), out_kernel.reshape(h * d, width))
-    return (y + out_bias).reshape(b, t, width)  # [batch, tokens, width]
-
-  def _params(self, name: str, in_shape: tuple[int, ...],
-              features: tuple[int, ...]) -> tuple[Array, Array]:
-    """One projection's (kernel, bias) in the compute dtype (nn.DenseGeneral names and init)."""
-    kernel, bias = _DenseGeneralParams(in_shape, features, self.param_dtype, name=name)()
-    return kernel.astype(self.dtype), bias.astype(self.dtype)
-
-  def _weights(self, logits: Array, *, heads_first: bool, train: bool) -> Array:
-    """Softmax over keys (the last axis), sown as [batch, heads, q, k] when asked, dropped out."""
-    if self.is_mutable_collection('intermediates'):
-      weights = jax.nn.softmax(logits, axis=-1)
-      self.sow('intermediates', 'attention_weights',
-               weights if heads_first else weights.transpose(0, 2, 1, 3))
-      return Dropout(self.dropout_rate)(weights, deterministic=not train)
-    if not train or self.dropout_rate == 0:
-      return jax.nn.softmax(logits, axis=-1)
-    if self.dropout_rate >= 1:
-      return jnp.zeros_like(logits)
-    return softmax_dropout(logits, Dropout(self.dropout_rate).keep_scale(logits.shape, logits.dtype))
-
-  def _folded(self, x: Array, *, train: bool) -> Array:  # x: [batch, tokens, width]
-    """The same function with each head's kernel pairs folded: Wq Wk^T and Wv Wo, [width, width].
-
-    Why: for the seeds' shapes (4 heads of key_dim 64 on width 64) the per-head projections are
-    wider than the tokens they come from. Per head h, with x the block input:
-      logits_h = (x Wq_h + bq_h)(x Wk_h + bk_h)^T / sqrt(d)
-               = (x Wq_h Wk_h^T + bq_h Wk_h^T) x^T / sqrt(d) + (terms constant along keys),
-    and softmax over keys drops the constants, so the key bias has no effect (its true gradient
-    is 0, and here it is exactly 0). Likewise sum_h w_h (x Wv_h + bv_h) Wo_h
-    = sum_h w_h (x Wv_h Wo_h + bv_h Wo_h), dropout on w included. So the keys are x itself,
-    shared by all heads: the logits are one [tokens * heads, width] x [width, tokens] matmul per
-    example and the output one [tokens, heads * tokens] x [heads * tokens, width] matmul, with
-    no output projection. Matmul FLOPs per layer: 2 t w (h w) + 2 h t^2 w instead of
-    4 t w (h d) + 2 h t^2 d, fewer whenever head_dim >= width; on XLA:CPU the large per-example
-    GEMMs also run faster than per-head batches (see the README's benchmarks). Parameters,
-    their names, initial values and the sown weights are the standard path's; only float
-    rounding and which dropout bit lands on which weight differ.
-    """
-    b, t, width = x.shape
-    h, d = self.num_heads, self.head_dim
-    (wq, bq), (wk, _), (wv, bv) = (self._params(n, (width,), (h, d))
-                                   for n in ('query', 'key', 'value'))
-    wo, bo = self._params('out', (h, d), (width,))
-    wk = wk / math.sqrt(d)
-    qk = jnp.einsum('chd,ehd->che', wq, wk).reshape(width, h * width)  # [width, heads * width]
-    qk_bias = jnp.einsum('hd,ehd->he', bq, wk).reshape(h * width)
-    vo = jnp.einsum('chd,hde->che', wv, wo).reshape(width, h * width)  # [width, heads * width]
-    vo_bias = jnp.einsum('hd,hde->he', bv, wo).reshape(h * width)
-    x2d = x.reshape(b * t, width)
-    queries = (jnp.dot(x2d, qk) + qk_bias).reshape(b, t * h, width)  # [batch, (q, heads), width]
-    logits = jnp.einsum('bpc,bkc->bpk', queries, x).astype(jnp.float32)  # [batch, (q, heads), k]
-    weights = self._weights(logits.reshape(b, t, h, t), heads_first=False, train=train)
-    values = (jnp.dot(x2d, vo) + vo_bias).reshape(b, t, h, width)
-    values = values.transpose(0, 2, 1, 3).reshape(b, h * t, width)  # [batch, (heads, k), width]
-    y = jnp.einsum('bqj,bjc->bqc', weights.reshape(b, t, h * t).astype(values.dtype), values)
-    return y + bo  # [batch, tokens, width]
-
-
 class MlpBlock(nn.Module):
   """Dense(w)+GELU+dropout per hidden width, then Dense(width)+dropout (vit_jax init)."""
   mlp_dim: int | Sequence[int]
   activate_output: bool = False
   dropout_rate: float = 0.0
+  kernels: str = 'reference'  # 'reference' | 'cpu' (already resolved, see resolve_kernels)
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -490,121 +213,14 @@ class MlpBlock(nn.Module):
         features, kernel_init=nn.initializers.xavier_uniform(),
         bias_init=nn.initializers.normal(stddev=1e-6),  # vit_jax's bias init
         dtype=self.dtype, param_dtype=self.param_dtype)
+    dropout = lambda y: _dropout(self.kernels, self.dropout_rate)(y, deterministic=not train)
     out_width = x.shape[-1]
     for w in widths:
-      x = Dropout(self.dropout_rate)(nn.gelu(dense(w)(x)), deterministic=not train)
+      x = dropout(nn.gelu(dense(w)(x)))  # [batch, tokens, w]
     x = dense(out_width)(x)
     if self.activate_output:
       x = nn.gelu(x)
-    return Dropout(self.dropout_rate)(x, deterministic=not train)
-
-
-def weight_standardize(w: Array, axis: Sequence[int], eps: float) -> Array:
-  """(w - mean) / (std + eps) over `axis` (vit_jax models_resnet's formula)."""
-  w = w - jnp.mean(w, axis=axis, keepdims=True)
-  return w / (jnp.std(w, axis=axis, keepdims=True) + eps)
-
-
-class StdConv(nn.Module):
-  """Conv without bias whose kernel is weight-standardized per output channel (BiT / vit_jax)."""
-  features: int
-  kernel_size: tuple[int, int]
-  strides: tuple[int, int] = (1, 1)
-  eps: float = 1e-5
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: Array) -> Array:  # x: [batch, h, w, c]
-    kernel = self.param('kernel', nn.initializers.lecun_normal(),
-                        (*self.kernel_size, x.shape[-1], self.features), self.param_dtype)
-    kernel = weight_standardize(kernel.astype(jnp.float32), axis=(0, 1, 2), eps=self.eps)
-    return jax.lax.conv_general_dilated(
-        x.astype(self.dtype), kernel.astype(self.dtype), self.strides, 'SAME',
-        dimension_numbers=('NHWC', 'HWIO', 'NHWC'))  # [batch, h / stride, w / stride, features]
-
-
-class PatchEmbedding(nn.Module):
-  """The strided patch convolution (kernel = stride = patch, VALID), computed as one matmul.
-
-  Why not `nn.Conv`: the result, parameter names (`kernel` [p, p, in, features], `bias`) and
-  initialisation are nn.Conv's (tested), but the convolution's windows do not overlap, so they are
-  a reshape of the image and the patches go straight into one GEMM, with no convolution
-  algorithm for XLA to pick per backend. Measured on 2 CPU cores (benchmarks/train_step.py):
-  seed 000's step (224px, patch 32) 85 -> 113 img/s; no change at 72px / patch 6.
-  """
-  features: int
-  patch_size: int
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: Array) -> Array:  # x: [batch, H, W, C]
-    p = self.patch_size
-    n, h, w, c = x.shape
-    kernel = self.param('kernel', nn.initializers.lecun_normal(), (p, p, c, self.features),
-                        self.param_dtype)
-    bias = self.param('bias', nn.initializers.zeros, (self.features,), self.param_dtype)
-    patches = x.astype(self.dtype).reshape(n, h // p, p, w // p, p, c)  # [batch, gh, p, gw, p, C]
-    y = jnp.einsum('nhuwvc,uvcd->nhwd', patches, kernel.astype(self.dtype))
-    return y + bias.astype(self.dtype)  # [batch, gh, gw, features]
-
-
-class ResidualUnit(nn.Module):
-  """Bottleneck unit (not pre-activation): 1x1 -> 3x3 (stride) -> 1x1 (x4), GroupNorm after each."""
-  features: int
-  strides: tuple[int, int] = (1, 1)
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: Array) -> Array:
-    conv = functools.partial(StdConv, dtype=self.dtype, param_dtype=self.param_dtype)
-    gn = functools.partial(nn.GroupNorm, num_groups=32, dtype=self.dtype,
-                           param_dtype=self.param_dtype)
-    residual = x
-    if x.shape[-1] != 4 * self.features or self.strides != (1, 1):
-      residual = conv(4 * self.features, (1, 1), self.strides, name='conv_proj')(x)
-      residual = gn(name='gn_proj')(residual)
-    y = nn.relu(gn(name='gn1')(conv(self.features, (1, 1), name='conv1')(x)))
-    y = nn.relu(gn(name='gn2')(conv(self.features, (3, 3), self.strides, name='conv2')(y)))
-    y = gn(name='gn3', scale_init=nn.initializers.zeros)(
-        conv(4 * self.features, (1, 1), name='conv3')(y))  # unit starts as identity + relu
-    return nn.relu(residual + y)
-
-
-class ResNetStage(nn.Module):
-  """`units` bottleneck units; the first one strides (vit_jax name `block{s}/unit{u}`)."""
-  units: int
-  features: int
-  first_stride: int = 1
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: Array) -> Array:
-    for u in range(self.units):
-      stride = self.first_stride if u == 0 else 1
-      x = ResidualUnit(self.features, (stride, stride), dtype=self.dtype,
-                       param_dtype=self.param_dtype, name=f'unit{u + 1}')(x)
-    return x
-
-
-def resnet_stem(x: Array, layers: Sequence[int], width: int, dtype: Any, param_dtype: Any) -> Array:
-  """Hybrid stem, called inside VisionTransformer's compact __call__ so that `conv_root`,
-  `gn_root` and `block{s}` are top-level params, as in vit_jax.
-
-  x: [batch, H, W, 3] -> [batch, H / resnet_stride(layers), ..., 4 * 64 * width * 2^(stages-1)].
-  """
-  root = 64 * width
-  x = StdConv(root, (7, 7), (2, 2), dtype=dtype, param_dtype=param_dtype, name='conv_root')(x)
-  x = nn.relu(nn.GroupNorm(num_groups=32, dtype=dtype, param_dtype=param_dtype,
-                           name='gn_root')(x))
-  x = nn.max_pool(x, (3, 3), strides=(2, 2), padding='SAME')
-  for s, units in enumerate(layers):
-    x = ResNetStage(units, root * 2**s, first_stride=1 if s == 0 else 2, dtype=dtype,
-                    param_dtype=param_dtype, name=f'block{s + 1}')(x)
-  return x
+    return dropout(x)  # [batch, tokens, width]
 
 
 class Encoder1DBlock(nn.Module):
@@ -618,6 +234,7 @@ class Encoder1DBlock(nn.Module):
   dropout_rate: float = 0.0
   attention_dropout_rate: float = 0.0
   attention_impl: str = 'xla'
+  kernels: str = 'reference'  # 'reference' | 'cpu' (already resolved, see resolve_kernels)
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -632,16 +249,12 @@ class Encoder1DBlock(nn.Module):
                           param_dtype=self.param_dtype, name=LN_NAMES[(sub, pos)])
 
     def attention(y):
-      y = MultiHeadDotProductAttention(
-          num_heads=self.num_heads, head_dim=self.head_dim,
-          dropout_rate=self.attention_dropout_rate, implementation=self.attention_impl,
-          dtype=self.dtype, param_dtype=self.param_dtype,
-          name='MultiHeadDotProductAttention_1')(y, train=train)
-      return Dropout(self.dropout_rate)(y, deterministic=not train)
+      y = self._attention(y, train)
+      return _dropout(self.kernels, self.dropout_rate)(y, deterministic=not train)
 
     def mlp(y):
       return MlpBlock(self.mlp_dim, activate_output=self.mlp_activate_output,
-                      dropout_rate=self.dropout_rate, dtype=self.dtype,
+                      dropout_rate=self.dropout_rate, kernels=self.kernels, dtype=self.dtype,
                       param_dtype=self.param_dtype, name='MlpBlock_3')(y, train=train)
 
     for sub, f, positions in (('attn', attention, placement.attn), ('mlp', mlp, placement.mlp)):
@@ -651,6 +264,25 @@ class Encoder1DBlock(nn.Module):
       x = x + DropPath()(y, drop_path_rate, deterministic=not train)
       x = ln(sub, 'res')(x) if 'res' in positions else x
     return x
+
+  def _attention(self, y: Array, train: bool) -> Array:  # y: [batch, tokens, width]
+    """Self-attention named MultiHeadDotProductAttention_1 (vit_jax), the same parameters from
+    either module; 'folded' is only in the CPU one (see the module docstring)."""
+    name = 'MultiHeadDotProductAttention_1'
+    if self.kernels == 'cpu' or self.attention_impl == 'folded':
+      return cpu_kernels.MultiHeadDotProductAttention(
+          num_heads=self.num_heads, head_dim=self.head_dim,
+          dropout_rate=self.attention_dropout_rate, implementation=self.attention_impl,
+          dtype=self.dtype, param_dtype=self.param_dtype, name=name)(y, train=train)
+    return nn.MultiHeadDotProductAttention(
+        num_heads=self.num_heads, qkv_features=self.num_heads * self.head_dim,
+        kernel_init=nn.initializers.xavier_uniform(), broadcast_dropout=False,
+        dropout_rate=self.attention_dropout_rate, force_fp32_for_softmax=True,
+        attention_fn=(_cudnn_or_xla_attention if self.attention_impl == 'cudnn'
+                      else nn.dot_product_attention),
+        dtype=self.dtype, param_dtype=self.param_dtype, name=name)(
+            y, deterministic=not train,
+            sow_weights=self.is_mutable_collection('intermediates'))
 
 
 class _ScannedBlock(Encoder1DBlock):
@@ -675,6 +307,7 @@ class Encoder(nn.Module):
   attention_dropout_rate: float = 0.0
   stochastic_depth_rate: float = 0.0
   attention_impl: str = 'xla'
+  kernels: str = 'reference'  # 'reference' | 'cpu' (already resolved, see resolve_kernels)
   remat: bool = False
   scan: bool = False
   dtype: Any = jnp.float32
@@ -689,14 +322,14 @@ class Encoder(nn.Module):
       pe = posemb_sincos_2d(*grid, x.shape[-1])
       pe = np.pad(pe, ((0, 0), (x.shape[1] - pe.shape[1], 0), (0, 0)))
       x = x + jnp.asarray(pe, x.dtype)
-    x = Dropout(self.dropout_rate)(x, deterministic=not train)
+    x = _dropout(self.kernels, self.dropout_rate)(x, deterministic=not train)
 
     block_kwargs = dict(
         num_heads=self.num_heads, head_dim=self.head_dim, mlp_dim=self.mlp_dim,
         norm_placement=self.norm_placement, mlp_activate_output=self.mlp_activate_output,
         layer_norm_epsilon=self.layer_norm_epsilon, dropout_rate=self.dropout_rate,
         attention_dropout_rate=self.attention_dropout_rate, attention_impl=self.attention_impl,
-        dtype=self.dtype, param_dtype=self.param_dtype)
+        kernels=self.kernels, dtype=self.dtype, param_dtype=self.param_dtype)
     rates = drop_path_rates(self.stochastic_depth_rate, self.num_layers)
     # Per-layer rates are traced under scan; otherwise Python floats (static, 0 => no rng use).
     traced_rates = self.scan and self.stochastic_depth_rate > 0
@@ -748,7 +381,8 @@ class VisionTransformer(nn.Module):
   head_dropout_rate: float = 0.0  # on the pooled features and after each head MLP layer
   representation_size: int | None = None  # vit_jax `pre_logits` Dense+tanh
   head_bias_init: float = 0.0
-  attention_impl: str = 'xla'  # one of ATTENTION_IMPLS; see MultiHeadDotProductAttention
+  attention_impl: str = 'xla'  # one of ATTENTION_IMPLS; 'folded' is a CPU kernel (see above)
+  kernels: str = 'auto'  # one of KERNELS; resolved by resolve_kernels when called
   dtype: str = 'float32'
   param_dtype: str = 'float32'
   remat: bool = False  # recompute each block in the backward pass (memory for compute)
@@ -770,6 +404,7 @@ class VisionTransformer(nn.Module):
     one_of('classifier', CLASSIFIERS)
     one_of('posemb', POSEMBS)
     one_of('attention_impl', ATTENTION_IMPLS)
+    one_of('kernels', KERNELS)
     if self.head_dim is None and self.hidden_size % self.num_heads:
       raise ValueError(f'hidden_size={self.hidden_size} is not divisible by '
                        f'num_heads={self.num_heads}; set head_dim explicitly')
@@ -783,6 +418,7 @@ class VisionTransformer(nn.Module):
   def __call__(self, images: Array, train: bool = False) -> Array:
     """images: [batch, H, W, 3] float -> logits [batch, num_classes] float32."""
     placement = self._check()
+    kernels = resolve_kernels(self.kernels)
     dtype, param_dtype = jnp.dtype(self.dtype), jnp.dtype(self.param_dtype)
     x = images.astype(dtype)
     if self.resnet_layers:  # hybrid: patches of the ResNet feature map
@@ -793,8 +429,14 @@ class VisionTransformer(nn.Module):
               f'{resnet_stride(self.resnet_layers)})' if self.resnet_layers else f'image size {h}x{w}')
       raise ValueError(f'{what} is not divisible by patch_size={self.patch_size}')
 
-    x = PatchEmbedding(self.hidden_size, self.patch_size, dtype=dtype, param_dtype=param_dtype,
-                       name='embedding')(x)
+    p = self.patch_size
+    if kernels == 'cpu':
+      embed = cpu_kernels.PatchEmbedding(self.hidden_size, p, dtype=dtype, param_dtype=param_dtype,
+                                         name='embedding')
+    else:
+      embed = nn.Conv(self.hidden_size, (p, p), strides=(p, p), padding='VALID', dtype=dtype,
+                      param_dtype=param_dtype, name='embedding')
+    x = embed(x)
     n, gh, gw, c = x.shape  # [batch, gh, gw, hidden]
     x = x.reshape(n, gh * gw, c)  # [batch, tokens, hidden]
     if self.classifier == 'token':
@@ -810,7 +452,7 @@ class VisionTransformer(nn.Module):
         layer_norm_epsilon=self.layer_norm_epsilon, dropout_rate=self.dropout_rate,
         attention_dropout_rate=self.attention_dropout_rate,
         stochastic_depth_rate=self.stochastic_depth_rate, attention_impl=self.attention_impl,
-        remat=self.remat, scan=self.scan, dtype=dtype, param_dtype=param_dtype,
+        kernels=kernels, remat=self.remat, scan=self.scan, dtype=dtype, param_dtype=param_dtype,
         name='Transformer')(x, (gh, gw), train=train)  # [batch, tokens, hidden]
 
     if self.classifier == 'token':
@@ -825,11 +467,12 @@ class VisionTransformer(nn.Module):
       x = jnp.tanh(nn.Dense(self.representation_size, dtype=dtype, param_dtype=param_dtype,
                             name='pre_logits')(x))
     # Seed head: Dropout on the pooled features, then [Dense+GELU+Dropout] per hidden size.
-    x = Dropout(self.head_dropout_rate)(x, deterministic=not train)
+    head_dropout = lambda y: _dropout(kernels, self.head_dropout_rate)(y, deterministic=not train)
+    x = head_dropout(x)
     for j, width in enumerate(self.head_hidden_sizes):
       x = nn.gelu(nn.Dense(width, kernel_init=nn.initializers.xavier_uniform(), dtype=dtype,
                            param_dtype=param_dtype, name=f'head_mlp_{j}')(x))
-      x = Dropout(self.head_dropout_rate)(x, deterministic=not train)
+      x = head_dropout(x)
     self.sow('intermediates', 'head_input', x)
 
     logits = nn.Dense(self.num_classes, kernel_init=nn.initializers.zeros,
@@ -878,7 +521,8 @@ def create_model(model_config: Mapping[str, Any], num_classes: int) -> VisionTra
 
   An optional `variant` key (see `parse_variant`: 'Ti', 'S', 'B', 'L', 'H', optionally with
   '/patch', e.g. 'B/16', or a hybrid like 'R50+B/16') sets the sizes it names and OVERRIDES those
-  fields in `model_config`; leave `variant` empty to use the fields as given.
+  fields in `model_config`; leave `variant` empty to use the fields as given. `kernels='auto'`
+  stays in the module and is resolved when it is called (`resolve_kernels`).
   """
   kwargs = dict(model_config)
   variant = kwargs.pop('variant', None)

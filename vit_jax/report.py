@@ -51,7 +51,7 @@ SEED_FIELD = 'seed'
 # Config fields that never define a condition: the seed is what is replicated; `sweep.*` only
 # describes the grid.
 IGNORED_FIELD_PREFIXES = ('seed', 'sweep.')
-PRESET_ORDER = ('pre', 'post', 'addnorm', 'sandwich', 'seed', 'none')  # rows in this order
+PRESET_ORDER = ('pre', 'post', 'addnorm', 'sandwich', 'attn_in_mlp_out', 'none')  # rows in this order
 
 FIG_DPI = 120
 CURVE_FIGSIZE = (13, 9)

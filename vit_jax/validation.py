@@ -144,6 +144,8 @@ def _model_problems(model_config: ml_collections.ConfigDict, image_size: int) ->
   if model.attention_impl not in (hardware.AUTO, *models.ATTENTION_IMPLS):
     p.append(f'model.attention_impl={model.attention_impl!r}: expected one of '
              f'{(hardware.AUTO, *models.ATTENTION_IMPLS)}.')
+  if model.kernels not in models.KERNELS:
+    p.append(f'model.kernels={model.kernels!r}: expected one of {models.KERNELS}.')
   return p
 
 
