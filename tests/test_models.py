@@ -15,6 +15,7 @@ import pytest
 from model_fixtures import (IMAGES, NUM_CLASSES, REF_LN, TOKENS, flat_names, param_shapes,
                             random_params, ref_block, ref_model, rng, tiny, train_apply)
 from vit_jax import models
+from vit_jax import norms
 
 KERNELS = ('reference', 'cpu')  # the two settings 'auto' resolves to
 
@@ -118,11 +119,11 @@ PLACEMENTS = {  # spec -> (attn positions, mlp positions), written out independe
 @pytest.mark.parametrize('spec', PLACEMENTS)
 def test_parse_norm_placement(spec):
   attn, mlp = PLACEMENTS[spec]
-  p = models.parse_norm_placement(spec)
+  p = norms.parse_norm_placement(spec)
   assert (p.attn, p.mlp) == (attn, mlp)
   assert p.final_norm == ('res' not in mlp)
-  assert models.parse_norm_placement(p.spec) == p
-  assert models.parse_norm_placement(p) is p
+  assert norms.parse_norm_placement(p.spec) == p
+  assert norms.parse_norm_placement(p) is p
 
 
 @pytest.mark.parametrize('spec,fragments', [
@@ -142,7 +143,7 @@ def test_parse_norm_placement(spec):
 ])
 def test_bad_norm_placement(spec, fragments):
   with pytest.raises(ValueError) as e:
-    models.parse_norm_placement(spec)
+    norms.parse_norm_placement(spec)
   for fragment in fragments:
     assert fragment in str(e.value)
 

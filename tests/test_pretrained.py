@@ -21,6 +21,7 @@ from configs import finetune_cifar100
 from vit_jax import checkpoint
 from vit_jax import validation
 from vit_jax import models
+from vit_jax import resnet
 from vit_jax import optim
 from vit_jax import pretrained
 from vit_jax import train
@@ -341,7 +342,7 @@ def test_hybrid_feature_map_and_names():
   assert shapes['embedding/kernel'] == (2, 2, 512, 32)  # stage 2: 4 * 128 channels
   assert shapes[POSEMB] == (1, 1 + 2 * 2, 32)  # 32px / stride 8 / patch 2
   assert shapes['block2/unit1/conv_proj/kernel'] == (1, 1, 256, 512)
-  assert models.resnet_stride((1, 1)) == 8 and models.resnet_stride((3, 4, 9)) == 16
+  assert resnet.resnet_stride((1, 1)) == 8 and resnet.resnet_stride((3, 4, 9)) == 16
   with pytest.raises(ValueError, match='feature map 4x4 .* not divisible by patch_size=3'):
     abstract_params(model.clone(patch_size=3), 32)
 

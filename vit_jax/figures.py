@@ -268,9 +268,9 @@ class Geometry:
 
 
 def geometry(model, image_size: int) -> Geometry:
-  from vit_jax import models  # pylint: disable=g-import-not-at-top
-  stride = (models.resnet_stride(model.resnet_layers) if hasattr(models, 'resnet_stride') and
-            getattr(model, 'resnet_layers', ()) else 1)
+  from vit_jax import resnet  # pylint: disable=g-import-not-at-top
+  stride = (resnet.resnet_stride(model.resnet_layers) if getattr(model, 'resnet_layers', ())
+            else 1)
   pixels = model.patch_size * stride
   side = image_size // pixels
   return Geometry(image_size, pixels, (side, side), 1 if model.classifier == 'token' else 0)

@@ -77,9 +77,8 @@ import numpy as np
 
 from vit_jax import cpu_kernels
 from vit_jax import hardware
-from vit_jax.norms import (LN_NAMES, NORM_POSITIONS, NORM_PRESETS, SUBLAYERS,  # noqa: F401
-                           NormPlacement, parse_norm_placement)
-from vit_jax.resnet import RESNET_VARIANTS, resnet_stem, resnet_stride  # noqa: F401
+from vit_jax import norms
+from vit_jax import resnet
 
 Array = jax.Array
 
@@ -242,11 +241,11 @@ class Encoder1DBlock(nn.Module):
   def __call__(self, x: Array, drop_path_rate: float | Array = 0.0,
                train: bool = False) -> Array:  # x: [batch, tokens, width]
     # Positional args only: nn.scan / nn.remat address arguments by position.
-    placement = parse_norm_placement(self.norm_placement)
+    placement = norms.parse_norm_placement(self.norm_placement)
 
     def ln(sub, pos):
       return nn.LayerNorm(epsilon=self.layer_norm_epsilon, dtype=self.dtype,
-                          param_dtype=self.param_dtype, name=LN_NAMES[(sub, pos)])
+                          param_dtype=self.param_dtype, name=norms.LN_NAMES[(sub, pos)])
 
     def attention(y):
       y = self._attention(y, train)
@@ -371,8 +370,8 @@ class VisionTransformer(nn.Module):
   head_dim: int | None = None  # per-head q/k/v width; None -> hidden_size // num_heads
   classifier: str = 'token'  # one of CLASSIFIERS
   posemb: str = 'learn'  # one of POSEMBS
-  norm_placement: str = 'pre'  # preset in NORM_PRESETS or 'attn:...,mlp:...'
-  final_norm: bool | None = None  # None -> NormPlacement.final_norm
+  norm_placement: str = 'pre'  # preset in norms.NORM_PRESETS or 'attn:...,mlp:...'
+  final_norm: bool | None = None  # None -> norms.NormPlacement.final_norm
   layer_norm_epsilon: float = 1e-6
   dropout_rate: float = 0.0  # after posemb, attention output and each MLP Dense
   attention_dropout_rate: float = 0.0  # on the attention weights
@@ -397,7 +396,7 @@ class VisionTransformer(nn.Module):
         object.__setattr__(self, field, tuple(getattr(self, field)))
     super().__post_init__()
 
-  def _check(self) -> NormPlacement:
+  def _check(self) -> norms.NormPlacement:
     def one_of(field, valid):
       if getattr(self, field) not in valid:
         raise ValueError(f'{field}={getattr(self, field)!r} is not one of {valid}')
@@ -412,7 +411,7 @@ class VisionTransformer(nn.Module):
       raise ValueError(f'resnet_layers={self.resnet_layers!r} must hold positive unit counts')
     if self.resnet_layers and (not isinstance(self.resnet_width, int) or self.resnet_width <= 0):
       raise ValueError(f'resnet_width={self.resnet_width!r} must be a positive integer')
-    return parse_norm_placement(self.norm_placement)
+    return norms.parse_norm_placement(self.norm_placement)
 
   @nn.compact
   def __call__(self, images: Array, train: bool = False) -> Array:
@@ -422,11 +421,11 @@ class VisionTransformer(nn.Module):
     dtype, param_dtype = jnp.dtype(self.dtype), jnp.dtype(self.param_dtype)
     x = images.astype(dtype)
     if self.resnet_layers:  # hybrid: patches of the ResNet feature map
-      x = resnet_stem(x, self.resnet_layers, self.resnet_width, dtype, param_dtype)
+      x = resnet.resnet_stem(x, self.resnet_layers, self.resnet_width, dtype, param_dtype)
     _, h, w, _ = x.shape
     if h % self.patch_size or w % self.patch_size:
       what = (f'the ResNet feature map {h}x{w} (image {images.shape[1]}x{images.shape[2]} / '
-              f'{resnet_stride(self.resnet_layers)})' if self.resnet_layers else f'image size {h}x{w}')
+              f'{resnet.resnet_stride(self.resnet_layers)})' if self.resnet_layers else f'image size {h}x{w}')
       raise ValueError(f'{what} is not divisible by patch_size={self.patch_size}')
 
     p = self.patch_size
@@ -491,25 +490,25 @@ def parse_variant(variant: str) -> dict[str, Any]:
 
   'B' sets hidden_size, num_layers, num_heads, mlp_dim (ViT paper / AugReg sizes, `VARIANTS`);
   'B/16' also patch_size=16 and resnet_layers=() (a pure ViT); hybrids 'R50+B/16', 'R50+L/32',
-  'R26+S/32' set resnet_layers (`RESNET_VARIANTS`), resnet_width=1 and patch_size=1 (on the
+  'R26+S/32' set resnet_layers (`resnet.RESNET_VARIANTS`), resnet_width=1 and patch_size=1 (on the
   feature map). The official file names' spelling is accepted too: 'ViT-B_16', 'R50+ViT-B_16',
   'R26_S_32' (AugReg).
   """
   text = str(variant).strip()
   m = re.fullmatch(r'(?:(R\d+)[+_])?(?:ViT-)?([A-Za-z]+)(?:[/_](\d+))?', text)
   if not m or m.group(2) not in VARIANTS:
-    hybrids = ', '.join(f'{r}+<size>/{p}' for r, p in RESNET_VARIANTS)
+    hybrids = ', '.join(f'{r}+<size>/{p}' for r, p in resnet.RESNET_VARIANTS)
     raise ValueError(f'Unknown model variant {variant!r}; valid: {", ".join(VARIANTS)}, '
                      f'optionally with "/<patch>" (e.g. "B/16"); hybrids {hybrids} '
                      '(e.g. "R50+B/16").')
-  resnet, size, patch = m.groups()
+  stem, size, patch = m.groups()  # e.g. ('R50', 'B', '16')
   fields = dict(zip(('hidden_size', 'num_layers', 'num_heads', 'mlp_dim'), VARIANTS[size]))
-  if resnet:
-    if not patch or (resnet, int(patch)) not in RESNET_VARIANTS:
+  if stem:
+    if not patch or (stem, int(patch)) not in resnet.RESNET_VARIANTS:
       raise ValueError(f'Unknown hybrid variant {variant!r}; valid hybrids: ' +
-                       ', '.join(f'{r}+<size>/{p}' for r, p in RESNET_VARIANTS) +
+                       ', '.join(f'{r}+<size>/{p}' for r, p in resnet.RESNET_VARIANTS) +
                        f' with <size> one of {", ".join(VARIANTS)} (e.g. "R50+B/16").')
-    fields.update(resnet_layers=RESNET_VARIANTS[(resnet, int(patch))], resnet_width=1,
+    fields.update(resnet_layers=resnet.RESNET_VARIANTS[(stem, int(patch))], resnet_width=1,
                   patch_size=1)
   elif patch:
     fields.update(patch_size=int(patch), resnet_layers=())

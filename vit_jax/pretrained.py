@@ -50,6 +50,8 @@ import numpy as np
 
 from vit_jax import checkpoint
 from vit_jax import models
+from vit_jax import norms
+from vit_jax import resnet
 
 logger = logging.getLogger(__name__)
 
@@ -222,8 +224,8 @@ def describe(flat: Mapping[str, np.ndarray]) -> dict[str, Any]:
     if not d['resnet_layers']:
       d['variant'] = f'{name}/{d["patch_size"]}'
     else:
-      effective = d['patch_size'] * models.resnet_stride(d['resnet_layers'])
-      r = next((r for (r, p), ls in models.RESNET_VARIANTS.items()
+      effective = d['patch_size'] * resnet.resnet_stride(d['resnet_layers'])
+      r = next((r for (r, p), ls in resnet.RESNET_VARIANTS.items()
                 if ls == d['resnet_layers'] and p == effective), None)
       if r:
         d['variant'] = f'{r}+{name}/{effective}'
@@ -474,8 +476,8 @@ def compatibility_problems(model_config: Mapping[str, Any]) -> list[str]:
     m.update(models.parse_variant(m['variant']))
   p = []
   try:
-    placement = models.parse_norm_placement(m.get('norm_placement', 'pre'))
-    if placement.spec != models.NORM_PRESETS['pre']:
+    placement = norms.parse_norm_placement(m.get('norm_placement', 'pre'))
+    if placement.spec != norms.NORM_PRESETS['pre']:
       p.append(f"norm_placement={m.get('norm_placement')!r} (official ViTs are pre-LN)")
     final = m.get('final_norm')
     if final is False or (final is None and not placement.final_norm):

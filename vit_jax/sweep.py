@@ -171,11 +171,11 @@ def expand_grid(sweep: Mapping, study_dir: str) -> list[Run]:
 
 def validate_grid(config, runs: Sequence[Run]) -> None:
   """Placements must parse and axis fields must exist, before any run is launched."""
-  from vit_jax import models  # pylint: disable=g-import-not-at-top
+  from vit_jax import norms  # pylint: disable=g-import-not-at-top
   problems = []
   for placement in sorted({r.placement for r in runs}):
     try:
-      models.parse_norm_placement(placement)
+      norms.parse_norm_placement(placement)
     except ValueError as e:
       problems.append(f'sweep.norm_placements: {e}')
   for field, _ in (runs[0].axes if runs else ()):

@@ -18,8 +18,10 @@ import ml_collections
 from vit_jax import hardware
 from vit_jax import host
 from vit_jax import models
+from vit_jax import norms
 from vit_jax import optim
 from vit_jax import pretrained
+from vit_jax import resnet
 from vit_jax.data import cifar
 
 DTYPES = ('float32', 'bfloat16', 'float16')
@@ -104,7 +106,7 @@ def _model_problems(model_config: ml_collections.ConfigDict, image_size: int) ->
     p.append(f'model.resnet_width={model.resnet_width} must be a positive integer.')
   elif model.patch_size > 0:
     # A hybrid's patches are taken on the ResNet feature map, `stride` times smaller.
-    stride = models.resnet_stride(model.resnet_layers) if model.resnet_layers else 1
+    stride = resnet.resnet_stride(model.resnet_layers) if model.resnet_layers else 1
     if image_size % (model.patch_size * stride):
       what = (f'model.patch_size={model.patch_size}' if stride == 1 else
               f'model.patch_size={model.patch_size} x the ResNet stem stride {stride}')
@@ -121,7 +123,7 @@ def _model_problems(model_config: ml_collections.ConfigDict, image_size: int) ->
   if not _widths(model.mlp_dim) or any(w <= 0 for w in _widths(model.mlp_dim)):
     p.append(f'model.mlp_dim={model.mlp_dim} must be a positive width or a tuple of them.')
   try:
-    models.parse_norm_placement(model.norm_placement)
+    norms.parse_norm_placement(model.norm_placement)
   except ValueError as e:
     p.append(f'model.norm_placement: {e}')
   if model.classifier not in models.CLASSIFIERS:
