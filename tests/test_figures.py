@@ -14,7 +14,7 @@ from configs import common
 from vit_jax import input_pipeline
 from vit_jax import figures
 from vit_jax import models
-from vit_jax import report
+from vit_jax import study_runs
 from vit_jax import train
 
 MIN_FIGURE_PIXELS = (300, 250)  # (width, height)
@@ -164,7 +164,7 @@ def test_inspect_a_trained_run(archive, tmp_path):
   assert saved['figures'] == list(FIGURES) + ['confusions.md']
   assert os.path.exists(os.path.join(out, 'confusions.md'))
   # The restored model reproduces the run's own last validation line.
-  val = report.read_metrics(os.path.join(workdir, 'metrics.jsonl'))['val'][-1]
+  val = study_runs.read_metrics(os.path.join(workdir, 'metrics.jsonl'))['val'][-1]
   assert saved['step'] == val['step'] == 4
   assert saved['num_examples'] == val['num_examples'] == 40
   assert saved['top1'] == pytest.approx(val['top1'], abs=1e-6)
