@@ -106,7 +106,8 @@ def test_report_on_synthetic_study(tmp_path):
                                        dict(enumerate(FINAL_TOP1['post'])))
   assert pre_post['p'] == pytest.approx(expected.p)
   raw = [c['p'] for c in summary['comparisons']]
-  assert [c['p_holm'] for c in summary['comparisons']] == pytest.approx(study_stats.holm_adjust(raw))
+  assert ([c['p_holm'] for c in summary['comparisons']] ==
+          pytest.approx(study_stats.holm_adjust(raw)))
   assert '| pre | post | 3 |' in md
   assert '`none/seed_0`' in md and 'incomplete (at step 6 of 10)' in md
   statuses = {r['workdir']: r['status'] for r in summary['runs']}
