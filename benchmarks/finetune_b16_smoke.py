@@ -44,7 +44,8 @@ def main():
 
   import npz_fixtures  # pylint: disable=g-import-not-at-top
   from configs import finetune_cifar100  # pylint: disable=g-import-not-at-top
-  from vit_jax import data, models, optim, pretrained, train  # pylint: disable=g-import-not-at-top
+  from vit_jax import data, models, npz_layout  # pylint: disable=g-import-not-at-top
+  from vit_jax import optim, pretrained, train  # pylint: disable=g-import-not-at-top
 
   times = {}
   t_all = time.time()
@@ -102,8 +103,8 @@ def main():
   jax.block_until_ready(state)
   phase('load_pretrained (14x14 -> %dx%d pos-emb)' % ((args.image_size // 16,) * 2), t)
 
-  file = pretrained.read_npz(path)
-  loaded = pretrained.flatten(jax.device_get(state.params))
+  file = npz_layout.read_npz(path)
+  loaded = npz_layout.flatten(jax.device_get(state.params))
   same = [n for n in loaded if n in file and np.array_equal(loaded[n], file[n])]
   n_params = sum(v.size for v in loaded.values())
   print(f'  {len(same)} of {len(loaded)} arrays equal to the file (all but head, pos-emb); '
@@ -129,7 +130,7 @@ def main():
     phase(f'train step {i + 1} (loss {losses[-1]:.4f}, grad norm '
           f'{float(metrics["grad_norm"]):.3f}){" incl. compile" if i == 0 else ""}', t)
   assert all(np.isfinite(losses)), losses
-  after = pretrained.flatten(jax.device_get(state.params))
+  after = npz_layout.flatten(jax.device_get(state.params))
   moved = sum(not np.array_equal(after[n], loaded[n]) for n in loaded)
   print(f'  {moved} of {len(loaded)} arrays changed by fine-tuning; step {int(state.step)}')
   assert moved > len(loaded) // 2

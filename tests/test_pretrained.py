@@ -21,6 +21,7 @@ from configs import finetune_cifar100
 from vit_jax import checkpoint
 from vit_jax import validation
 from vit_jax import models
+from vit_jax import npz_layout
 from vit_jax import resnet
 from vit_jax import optim
 from vit_jax import pretrained
@@ -45,7 +46,7 @@ def random_params(model, image_size, seed=0):
 
 
 def flat_shapes(tree):
-  return {k: tuple(v.shape) for k, v in pretrained.flatten(
+  return {k: tuple(v.shape) for k, v in npz_layout.flatten(
       jax.tree.map(lambda s: np.zeros(s.shape, np.int8), tree)).items()}
 
 
@@ -114,7 +115,7 @@ def test_load_i21k_file_into_cifar_model(ti16_file):
   model = models.create_model({'variant': 'Ti/16'}, 100)
   init = random_params(model, 32)
   params = pretrained.load_pretrained(path, init)
-  flat, flat_init = pretrained.flatten(params), pretrained.flatten(init)
+  flat, flat_init = npz_layout.flatten(params), npz_layout.flatten(init)
   assert flat.keys() == flat_init.keys()
   for name, value in flat.items():
     assert value.shape == flat_init[name].shape and value.dtype == flat_init[name].dtype, name
@@ -151,7 +152,7 @@ def test_load_keeps_pre_logits_and_head_when_asked(tmp_path, ti16_file):
   np.savez(path, **{'opt/target/' + k: v for k, v in arrays.items()})
   model = models.create_model({'variant': 'Ti/16', 'representation_size': 192}, 21843)
   init = jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), abstract_params(model, 384))
-  flat = pretrained.flatten(pretrained.load_pretrained(path, init, init_head='load'))
+  flat = npz_layout.flatten(pretrained.load_pretrained(path, init, init_head='load'))
   for name in ('pre_logits/kernel', 'head/kernel', 'head/bias', 'cls'):
     np.testing.assert_array_equal(flat[name], arrays[name])
   assert flat[POSEMB].shape == (1, 1 + 24 * 24, 192)
@@ -193,7 +194,7 @@ def test_mismatches_raise_an_error_listing_the_names(ti16_file, small_file, capl
     model = models.create_model(model_config, 100)
     return jax.tree.map(lambda s: np.zeros(s.shape, s.dtype), abstract_params(model, 32))
 
-  with pytest.raises(pretrained.PretrainedError) as e:  # wrong size
+  with pytest.raises(npz_layout.PretrainedError) as e:  # wrong size
     pretrained.load_pretrained(ti16_file[0], init(variant='S/16'))
   msg = str(e.value)
   assert 'embedding/kernel: file (16, 16, 3, 192) vs model (16, 16, 3, 384)' in msg
@@ -202,52 +203,27 @@ def test_mismatches_raise_an_error_listing_the_names(ti16_file, small_file, capl
 
   path, _ = small_file  # Ti width, 2 layers, i21k head
   small = dict(hidden_size=192, num_heads=3, mlp_dim=768, patch_size=16, num_layers=2)
-  with pytest.raises(pretrained.PretrainedError,
+  with pytest.raises(npz_layout.PretrainedError,
                      match=r'in the file, not in the model \(16\):\n\s+Transformer/encoderblock_'
                            r'1/LayerNorm_0/bias'):
     pretrained.load_pretrained(path, init(**{**small, 'num_layers': 1}))
-  with pytest.raises(pretrained.PretrainedError, match=r'head/kernel: file \(192, 21843\) vs '
+  with pytest.raises(npz_layout.PretrainedError, match=r'head/kernel: file \(192, 21843\) vs '
                                                        r'model \(192, 100\)'):
     pretrained.load_pretrained(path, init(**small, representation_size=192), init_head='load')
-  with pytest.raises(pretrained.PretrainedError, match='norm_placement=pre'):  # post-LN lacks them
+  with pytest.raises(npz_layout.PretrainedError, match='norm_placement=pre'):  # post-LN lacks them
     pretrained.load_pretrained(path, init(**small, norm_placement='post'))
-  with pytest.raises(pretrained.PretrainedError, match='no parameter of the model is in the file'):
+  with pytest.raises(npz_layout.PretrainedError, match='no parameter of the model is in the file'):
     pretrained.load_pretrained({'foo/kernel': np.zeros(3)}, init(**small))
 
   # Extra model params (addnorm's MLP-output LN, the seed head MLP) keep their init, at INFO.
   caplog.set_level(logging.INFO, logger='vit_jax.pretrained')
   extra = init(**small, norm_placement='addnorm', head_hidden_sizes=(32,))
-  flat = pretrained.flatten(pretrained.load_pretrained(path, extra))
+  flat = npz_layout.flatten(pretrained.load_pretrained(path, extra))
   assert 'Transformer/encoderblock_{0..1}/LayerNorm_mlp_out/scale' in caplog.text
   assert 'head_mlp_0/kernel' in caplog.text
   np.testing.assert_array_equal(flat['head_mlp_0/kernel'], 0)
   # allow_unused: a post-LN model takes what fits.
   pretrained.load_pretrained(path, init(**small, norm_placement='post'), allow_unused=True)
-
-
-def test_other_file_layouts_are_canonicalized():
-  """big_vision / linen files (params/ prefix, linen numbering, scanned blocks, top-level
-  pos_embedding) and pre-0.3.6 GroupNorm shapes read as the official names."""
-  shapes = npz_fixtures.official_shapes((32, 3, 2, 64), 2, image=32, num_classes=5,
-                                        resnet_layers=(1,))
-  official = npz_fixtures.random_arrays(shapes)
-  linen = {}
-  for k, v in official.items():
-    k = (k.replace('MultiHeadDotProductAttention_1', 'MultiHeadDotProductAttention_0')
-         .replace('LayerNorm_2', 'LayerNorm_1').replace('MlpBlock_3', 'MlpBlock_0'))
-    linen['params/' + k.replace('Transformer/posembed_input/', '')] = v
-  stacked = {}
-  for k in [k for k in linen if '/encoderblock_' in k]:
-    layer, rest = k.split('/encoderblock_')[1].split('/', 1)
-    stacked.setdefault('params/Transformer/encoderblock/' + rest, {})[int(layer)] = linen.pop(k)
-  linen.update({k: np.stack([v[i] for i in range(3)]) for k, v in stacked.items()})
-
-  flat = pretrained.canonicalize(linen)
-  assert flat.keys() == official.keys()
-  for k, v in official.items():
-    np.testing.assert_array_equal(flat[k], v.reshape(-1) if v.shape[:3] == (1, 1, 1) else v)
-  d = pretrained.describe(flat)
-  assert (d['num_layers'], d['num_heads'], d['resnet_layers'], d['grid']) == (3, 2, (1,), (4, 4))
 
 
 # ----------------------------------------------------------------------------- export round trip
@@ -322,8 +298,8 @@ def test_export_cli_from_a_run(tmp_path, capsys):
   out = str(tmp_path / 'exported.npz')
   assert pretrained.main(['--workdir', workdir, '--out', out, '--checkpoint', 'best']) == 0
   assert 'wrote' in capsys.readouterr().out
-  flat = pretrained.read_npz(out)
-  for name, value in pretrained.flatten(params).items():
+  flat = npz_layout.read_npz(out)
+  for name, value in npz_layout.flatten(params).items():
     np.testing.assert_array_equal(flat[name], value)
   assert pretrained.compatibility_problems(config.model.to_dict()) == [
       "norm_placement='addnorm' (official ViTs are pre-LN)"]
@@ -358,7 +334,7 @@ def test_finetune_config_and_linear_probe():
   model = models.create_model(config.model, 100)
   params = abstract_params(model, 384)
   assert flat_shapes(params)[POSEMB] == (1, 1 + 24 * 24, 768)
-  mask = pretrained.flatten(optim.trainable_mask(params, '^(head|pre_logits)/'))
+  mask = npz_layout.flatten(optim.trainable_mask(params, '^(head|pre_logits)/'))
   assert sorted(k for k, v in mask.items() if v) == ['head/bias', 'head/kernel']
 
 
@@ -392,7 +368,7 @@ def test_official_file_loads_into_the_train_state_and_fine_tunes(tmp_path):
                                       shardings=state_sharding.params)
   state = state.replace(params=params, ema_params=jax.tree.map(jnp.copy, params))
   # ---
-  file = pretrained.read_npz(path)
+  file = npz_layout.read_npz(path)
   np.testing.assert_array_equal(state.params['gn_root']['scale'], file['gn_root/scale'])
   np.testing.assert_array_equal(state.ema_params['embedding']['kernel'], file['embedding/kernel'])
   assert state.params['conv_root']['kernel'].sharding == state_sharding.params['conv_root']['kernel']
@@ -407,6 +383,6 @@ def test_official_file_loads_into_the_train_state_and_fine_tunes(tmp_path):
     state, metrics = step(state, next(train.device_batches(iter([batch]), mesh)))
     losses.append(float(metrics['loss']))
   assert np.all(np.isfinite(losses)) and int(state.step) == 3
-  trained = pretrained.flatten(jax.device_get(state.params))
+  trained = npz_layout.flatten(jax.device_get(state.params))
   for name in ('conv_root/kernel', 'block1/unit1/conv2/kernel', 'embedding/kernel'):
     assert not np.array_equal(trained[name], file[name]), name  # the stem trains too

@@ -9,7 +9,7 @@ import pytest
 
 import cifar_fixtures
 from configs import common
-from vit_jax import report
+from vit_jax import study_runs
 from vit_jax import sweep
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -127,9 +127,9 @@ def test_done_runs_are_skipped_others_relaunched_failures_recorded(tmp_path, mon
   monkeypatch.setattr(sweep, '_run_logged', fake_run_logged)
   assert sweep.execute(run, 'c.py', [], eval_test=False, index='[1/1]')
   assert len(launched) == 1
-  with open(os.path.join(run.workdir, report.DONE_FILE)) as f:
+  with open(os.path.join(run.workdir, study_runs.DONE_FILE)) as f:
     assert json.load(f)['args'] == launched[0][2:]
-  with open(os.path.join(run.workdir, report.RUN_INFO_FILE)) as f:
+  with open(os.path.join(run.workdir, study_runs.RUN_INFO_FILE)) as f:
     assert json.load(f)['placement'] == 'pre'
 
   assert sweep.execute(run, 'c.py', [], eval_test=False, index='[1/1]')  # DONE: skipped
@@ -137,11 +137,11 @@ def test_done_runs_are_skipped_others_relaunched_failures_recorded(tmp_path, mon
   assert sweep.execute(run, 'c.py', ['--config.total_steps=4'], False, '[1/1]')  # other args
   assert len(launched) == 2
 
-  os.remove(os.path.join(run.workdir, report.DONE_FILE))
+  os.remove(os.path.join(run.workdir, study_runs.DONE_FILE))
   monkeypatch.setattr(sweep, '_run_logged',
                       lambda c, log, env=None: fake_run_logged(c, log, reach=2, rc=1))
   assert not sweep.execute(run, 'c.py', [], False, '[1/1]')  # crashed: FAILED, sweep goes on
-  assert os.path.exists(os.path.join(run.workdir, report.FAILED_FILE))
+  assert os.path.exists(os.path.join(run.workdir, study_runs.FAILED_FILE))
   monkeypatch.setattr(sweep, '_run_logged',
                       lambda c, log, env=None: fake_run_logged(c, log, reach=2, rc=0))
   os.remove(os.path.join(run.workdir, 'metrics.jsonl'))
@@ -170,7 +170,7 @@ def test_tiny_sweep_end_to_end_and_rerun_skips(tmp_path):
   first = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
   assert first.returncode == 0, first.stderr[-3000:]
   workdir = os.path.join(study_dir, 'sandwich', 'seed_5')
-  assert os.path.exists(os.path.join(workdir, report.DONE_FILE))
+  assert os.path.exists(os.path.join(workdir, study_runs.DONE_FILE))
   with open(os.path.join(workdir, 'config.json')) as f:
     config = json.load(f)
   assert config['model']['norm_placement'] == 'sandwich' and config['seed'] == 5

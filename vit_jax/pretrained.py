@@ -1,25 +1,16 @@
 """Official ViT `.npz` checkpoints: load them into our model for fine-tuning, export ours to them.
 
-The official files (ViT paper, AugReg; gs://vit_models/{imagenet21k,augreg}/*.npz, see the README)
-hold the parameter tree flattened with '/' (`np.savez`), e.g. `Transformer/encoderblock_0/
-MultiHeadDotProductAttention_1/query/kernel`. Our model (`vit_jax/models.py`, norm placement
-`pre`, classifier `token`) uses the same names, so the mapping is the identity plus a few
-normalizations applied by `read_npz` (`canonicalize`):
+The official layout (names flattened with '/', the normalizations `read_npz` applies, and
+`describe`) is `vit_jax.npz_layout`; this module fits a file to a model and writes ours.
 
-  * a common prefix `opt/target/` (older vit_jax files) or `params/` (big_vision) is dropped;
-  * linen-numbered block names (`MultiHeadDotProductAttention_0`, `LayerNorm_1`, `MlpBlock_0`,
-    as vit_jax/big_vision linen code writes them) become the file names above (`_1`, `_2`, `_3`);
-  * a scanned `Transformer/encoderblock/...` with a leading layer axis is split per layer;
-  * big_vision's top-level `pos_embedding` becomes `Transformer/posembed_input/pos_embedding`;
-  * GroupNorm scales/biases of hybrids, stored [1, 1, 1, C] by pre-0.3.6 flax, become [C].
-
-`load_pretrained` then fits the file to the model: a fresh classifier `head` for the new number
+`load_pretrained` fits a read file to the model: a fresh classifier `head` for the new number
 of classes (or the file's, `init_head='load'`), `pre_logits` dropped when the model has no
 `representation_size` (vit_jax's "drop-head variant"), and the position embeddings resampled to
 the model's token grid (`resample_posemb`: bilinear on the grid, the class-token row kept).
 Model parameters without a counterpart in the file (LayerNorms of other placements, the seed's
 head MLP) keep their fresh init and are logged at INFO; file parameters the model lacks, and
-shapes that differ, raise `PretrainedError` naming every one of them and what the file holds.
+shapes that differ, raise `npz_layout.PretrainedError` naming every one of them and what the
+file holds.
 
 `export_npz` writes our params in the official layout (float32, per-layer names, GroupNorm as
 [1, 1, 1, C]) so that vit_jax (`checkpoint.load`) and timm (`_load_weights`) read them.
@@ -33,12 +24,10 @@ CLI: export a trained run's params (newest checkpoint, 'best', a step, or a step
 from __future__ import annotations
 
 import argparse
-import collections
 import json
 import logging
 import math
 import os
-import re
 import sys
 from collections.abc import Mapping
 from typing import Any
@@ -51,219 +40,12 @@ import numpy as np
 from vit_jax import checkpoint
 from vit_jax import models
 from vit_jax import norms
-from vit_jax import resnet
+from vit_jax import npz_layout
 
 logger = logging.getLogger(__name__)
 
 INIT_HEADS = ('fresh', 'load')
 POSEMB_RESIZE = ('zoom', 'bilinear')
-POSEMB = 'Transformer/posembed_input/pos_embedding'
-_BLOCK = re.compile(r'^Transformer/encoderblock_(\d+)/')
-_GN = re.compile(r'(^|/)gn(\d+|_root|_proj)/(scale|bias)$')
-
-# Every name of the official layout (ViT, optional pre_logits, R+ViT hybrids).
-_OFFICIAL = [re.compile(p) for p in (
-    r'^cls$', r'^embedding/(kernel|bias)$', r'^Transformer/posembed_input/pos_embedding$',
-    r'^Transformer/encoder_norm/(scale|bias)$',
-    r'^Transformer/encoderblock_\d+/LayerNorm_[02]/(scale|bias)$',
-    r'^Transformer/encoderblock_\d+/MultiHeadDotProductAttention_1/(query|key|value|out)/'
-    r'(kernel|bias)$',
-    r'^Transformer/encoderblock_\d+/MlpBlock_3/Dense_[01]/(kernel|bias)$',
-    r'^(pre_logits|head)/(kernel|bias)$',
-    r'^conv_root/kernel$', r'^gn_root/(scale|bias)$',
-    r'^block\d+/unit\d+/conv([123]|_proj)/kernel$', r'^block\d+/unit\d+/gn([123]|_proj)/(scale|bias)$',
-)]
-
-
-class PretrainedError(checkpoint.CheckpointError):
-  """A pretrained file that cannot be used as asked; the message says which names and why."""
-
-
-# ----------------------------------------------------------------------------- flat trees
-
-
-def flatten(params: Any) -> dict[str, np.ndarray]:
-  """Nested params -> {'a/b/c': host numpy array}."""
-  flat = {}
-
-  def walk(node, prefix):
-    if isinstance(node, Mapping):
-      for k, v in node.items():
-        walk(v, f'{prefix}/{k}' if prefix else str(k))
-    else:
-      flat[prefix] = np.asarray(node)
-
-  walk(params, '')
-  return flat
-
-
-def unflatten(flat: Mapping[str, Any]) -> dict:
-  tree: dict = {}
-  for name, value in flat.items():
-    node = tree
-    *parents, leaf = name.split('/')
-    for p in parents:
-      node = node.setdefault(p, {})
-    node[leaf] = value
-  return tree
-
-
-def _unstack_scanned(flat: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int | None]:
-  """'Transformer/encoderblock/X' [layers, ...] -> 'Transformer/encoderblock_{i}/X'."""
-  stacked = {k: v for k, v in flat.items() if k.startswith('Transformer/encoderblock/')}
-  if not stacked:
-    return flat, None
-  num_layers = {v.shape[0] for v in stacked.values()}
-  if len(num_layers) != 1:
-    raise PretrainedError(f'Scanned encoder blocks with different leading (layer) axes: '
-                          f'{sorted(num_layers)}.')
-  n = num_layers.pop()
-  out = {k: v for k, v in flat.items() if k not in stacked}
-  for k, v in stacked.items():
-    rest = k[len('Transformer/encoderblock/'):]
-    for i in range(n):
-      out[f'Transformer/encoderblock_{i}/{rest}'] = v[i]
-  return out, n
-
-
-def _stack_scanned(flat: dict[str, np.ndarray], num_layers: int) -> dict[str, np.ndarray]:
-  """Inverse of `_unstack_scanned`."""
-  out = {k: v for k, v in flat.items() if not _BLOCK.match(k)}
-  per_name = collections.defaultdict(dict)
-  for k, v in flat.items():
-    m = _BLOCK.match(k)
-    if m:
-      per_name[k[m.end():]][int(m.group(1))] = v
-  for rest, layers in per_name.items():
-    out[f'Transformer/encoderblock/{rest}'] = np.stack([layers[i] for i in range(num_layers)])
-  return out
-
-
-# ----------------------------------------------------------------------------- reading files
-
-
-def canonicalize(raw: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
-  """Names/shapes of an official-style file -> the names/shapes of our model (module docstring)."""
-  flat = {k: np.asarray(v) for k, v in raw.items()}
-  for prefix in ('opt/target/', 'params/'):
-    if flat and all(k.startswith(prefix) for k in flat):
-      flat = {k[len(prefix):]: v for k, v in flat.items()}
-  if 'pos_embedding' in flat and POSEMB not in flat:  # big_vision
-    flat[POSEMB] = flat.pop('pos_embedding')
-  flat, _ = _unstack_scanned(flat)
-  # Linen auto-numbering counts per class; the released files count per module (pre-linen).
-  blocks = [k for k in flat if _BLOCK.match(k)]
-  if any('/MlpBlock_0/' in k for k in blocks) and not any('/MlpBlock_3/' in k for k in blocks):
-    renames = (('/MultiHeadDotProductAttention_0/', '/MultiHeadDotProductAttention_1/'),
-               ('/LayerNorm_1/', '/LayerNorm_2/'), ('/MlpBlock_0/', '/MlpBlock_3/'))
-    fixed = {}
-    for k, v in flat.items():
-      if _BLOCK.match(k):
-        for old, new in renames:
-          k = k.replace(old, new)
-      fixed[k] = v
-    flat = fixed
-  for k, v in flat.items():
-    if _GN.search(k) and v.ndim > 1 and all(d == 1 for d in v.shape[:-1]):
-      flat[k] = v.reshape(v.shape[-1])
-  return flat
-
-
-def read_npz(path: str) -> dict[str, np.ndarray]:
-  """The arrays of an official-layout `.npz`, with `canonicalize`d names."""
-  if not os.path.exists(path):
-    raise PretrainedError(
-        f'Pretrained file {path!r} does not exist. Download an official checkpoint first, e.g. '
-        'https://storage.googleapis.com/vit_models/imagenet21k/ViT-B_16.npz (see the README, '
-        '"Pretrained checkpoints and fine-tuning").')
-  try:
-    with np.load(path, allow_pickle=False) as f:
-      raw = {k: f[k] for k in f.files}
-  except Exception as e:  # pylint: disable=broad-except
-    raise PretrainedError(f'Cannot read {path!r} as an .npz file ({type(e).__name__}: {e}); '
-                          'was the download complete?') from e
-  if not raw:
-    raise PretrainedError(f'{path!r} holds no arrays.')
-  return canonicalize(raw)
-
-
-def describe(flat: Mapping[str, np.ndarray]) -> dict[str, Any]:
-  """The architecture a flat (canonical) param dict implies, with the matching zoo variant."""
-  d: dict[str, Any] = {}
-  emb = flat.get('embedding/kernel')
-  if emb is not None:
-    d['patch_size'], d['hidden_size'] = int(emb.shape[0]), int(emb.shape[-1])
-  layers = {int(m.group(1)) for k in flat if (m := _BLOCK.match(k))}
-  d['num_layers'] = len(layers)
-  q = flat.get('Transformer/encoderblock_0/MultiHeadDotProductAttention_1/query/kernel')
-  if q is not None and q.ndim == 3:
-    d['num_heads'] = int(q.shape[1])
-  mlp = flat.get('Transformer/encoderblock_0/MlpBlock_3/Dense_0/kernel')
-  if mlp is not None:
-    d['mlp_dim'] = int(mlp.shape[-1])
-  d['classifier'] = 'token' if 'cls' in flat else 'gap'
-  pre = flat.get('pre_logits/kernel')
-  d['representation_size'] = int(pre.shape[-1]) if pre is not None else None
-  head = flat.get('head/kernel')
-  if head is not None:
-    d['num_classes'] = int(head.shape[-1])
-  stages = collections.Counter(m.group(1) for k in flat
-                               if (m := re.match(r'^block(\d+)/unit(\d+)/conv1/kernel$', k)))
-  d['resnet_layers'] = tuple(stages[str(s)] for s in range(1, len(stages) + 1))
-  pe = flat.get(POSEMB)
-  if pe is not None:
-    n = pe.shape[1] - (1 if 'cls' in flat else 0)
-    g = math.isqrt(n)
-    d['grid'] = (g, g) if g * g == n else (n,)
-  placement = sorted({k.split('/')[2] for k in flat if _BLOCK.match(k) and
-                      k.split('/')[2].startswith('LayerNorm')})
-  d['block_layernorms'] = placement
-  sizes = (d.get('hidden_size'), d['num_layers'], d.get('num_heads'), d.get('mlp_dim'))
-  name = next((v for v, s in models.VARIANTS.items() if s == sizes), None)
-  if name and 'patch_size' in d:
-    if not d['resnet_layers']:
-      d['variant'] = f'{name}/{d["patch_size"]}'
-    else:
-      effective = d['patch_size'] * resnet.resnet_stride(d['resnet_layers'])
-      r = next((r for (r, p), ls in resnet.RESNET_VARIANTS.items()
-                if ls == d['resnet_layers'] and p == effective), None)
-      if r:
-        d['variant'] = f'{r}+{name}/{effective}'
-  return d
-
-
-def _summary(d: Mapping[str, Any]) -> str:
-  parts = [f"variant {d['variant']}" if d.get('variant') else 'no zoo variant']
-  for key in ('hidden_size', 'num_layers', 'num_heads', 'mlp_dim', 'patch_size', 'resnet_layers',
-              'classifier', 'representation_size', 'num_classes', 'grid', 'block_layernorms'):
-    if key in d and d[key] not in ((), None) or key == 'representation_size':
-      parts.append(f'{key}={d.get(key)}')
-  return ', '.join(parts)
-
-
-def _compress(names, suffixes=None) -> list[str]:
-  """Groups names that differ only in a block/unit index (and share their `suffixes` entry):
-  'Transformer/encoderblock_{6..11}/LayerNorm_0/scale'."""
-  suffixes = suffixes or [''] * len(names)
-  groups = collections.defaultdict(list)
-  for n, sfx in zip(names, suffixes):
-    m = re.search(r'(encoderblock_|unit)(\d+)', n)
-    if m:
-      groups[(n[:m.start(2)], n[m.end(2):], sfx)].append(int(m.group(2)))
-    else:
-      groups[(n, None, sfx)].append(None)
-  out = []
-  for (head, tail, sfx), idx in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][1] or '')):
-    if tail is None:
-      out.append(head + sfx)
-    elif len(idx) == 1:
-      out.append(f'{head}{idx[0]}{tail}{sfx}')
-    else:
-      idx = sorted(idx)
-      span = f'{idx[0]}..{idx[-1]}' if idx == list(range(idx[0], idx[-1] + 1)) else ','.join(
-          map(str, idx))
-      out.append(f'{head}{{{span}}}{tail}{sfx}')
-  return out
 
 
 # ----------------------------------------------------------------------------- position embeddings
@@ -284,8 +66,8 @@ def resample_posemb(posemb: np.ndarray, new_grid: tuple[int, int], num_prefix: i
   prefix, grid = posemb[:, :num_prefix], posemb[0, num_prefix:]
   g = math.isqrt(grid.shape[0])
   if g * g != grid.shape[0]:
-    raise PretrainedError(f'Cannot resample a position embedding of {grid.shape[0]} grid tokens '
-                          '(not a square grid).')
+    raise npz_layout.PretrainedError(f'Cannot resample a position embedding of {grid.shape[0]} '
+                                     'grid tokens (not a square grid).')
   gh, gw = new_grid
   grid = grid.reshape(g, g, -1).astype(np.float32)
   if (gh, gw) != (g, g):
@@ -327,14 +109,14 @@ def load_pretrained(path: str | Mapping[str, np.ndarray], init_params: Any, *,
   Returns:
     A nested dict like `init_params`: host numpy arrays, or jax Arrays when `shardings` given.
   Raises:
-    PretrainedError listing every mismatched shape and unused file parameter.
+    npz_layout.PretrainedError listing every mismatched shape and unused file parameter.
   """
   if init_head not in INIT_HEADS:
     raise ValueError(f'init_head={init_head!r}: expected one of {INIT_HEADS}.')
-  source = canonicalize(path) if isinstance(path, Mapping) else read_npz(path)
+  source = npz_layout.canonicalize(path) if isinstance(path, Mapping) else npz_layout.read_npz(path)
   where = 'the given arrays' if isinstance(path, Mapping) else repr(path)
-  target = flatten(init_params)
-  target, scanned_layers = _unstack_scanned(target)
+  target = npz_layout.flatten(init_params)
+  target, scanned_layers = npz_layout.unstack_scanned(target)
 
   out, loaded, kept, dropped, mismatched = {}, [], [], [], []
   for name, init in target.items():
@@ -345,7 +127,8 @@ def load_pretrained(path: str | Mapping[str, np.ndarray], init_params: Any, *,
         kept.append(name)
       continue
     value = source[name]
-    if name == POSEMB and value.shape != init.shape and value.ndim == 3 and init.ndim == 3:
+    if (name == npz_layout.POSEMB and value.shape != init.shape and value.ndim == 3 and
+        init.ndim == 3):
       prefix_file, prefix_model = int('cls' in source), int('cls' in target)
       if value.shape[-1] == init.shape[-1] and prefix_file == prefix_model:
         n = init.shape[1] - prefix_model
@@ -376,17 +159,20 @@ def load_pretrained(path: str | Mapping[str, np.ndarray], init_params: Any, *,
     _raise_mismatch(where, source, target, mismatched, unused, kept, loaded)
   if unused:
     logger.warning('Pretrained %s: %d file parameters have no place in the model and are '
-                   'ignored (allow_unused): %s', where, len(unused), ', '.join(_compress(unused)))
+                   'ignored (allow_unused): %s', where, len(unused),
+                   ', '.join(npz_layout.compress_names(unused)))
   if dropped:
-    logger.info('Pretrained %s: not loaded (new head): %s', where, ', '.join(_compress(dropped)))
+    logger.info('Pretrained %s: not loaded (new head): %s', where,
+                ', '.join(npz_layout.compress_names(dropped)))
   if kept:
     logger.info('Pretrained %s: %d model parameters have no counterpart in the file and keep '
-                'their fresh init: %s', where, len(kept), ', '.join(_compress(kept)))
+                'their fresh init: %s', where, len(kept),
+                ', '.join(npz_layout.compress_names(kept)))
   logger.info("Pretrained %s: loaded %d of the model's %d parameter arrays (head: %s).", where,
               len(loaded), len(target), init_head)
   if scanned_layers is not None:
-    out = _stack_scanned(out, scanned_layers)
-  out = unflatten(out)
+    out = npz_layout.stack_scanned(out, scanned_layers)
+  out = npz_layout.unflatten(out)
   if shardings is not None:
     import jax  # pylint: disable=g-import-not-at-top
     out = jax.tree.map(
@@ -399,17 +185,17 @@ def _raise_mismatch(where, source, target, mismatched, unused, kept, loaded):
   lines = []
   if mismatched:
     lines.append(f'shapes that differ ({len(mismatched)}):')
-    lines += [f'  {m}' for m in _compress(*zip(*mismatched))]
+    lines += [f'  {m}' for m in npz_layout.compress_names(*zip(*mismatched))]
   if unused:
     lines.append(f'in the file, not in the model ({len(unused)}):')
-    lines += [f'  {n}' for n in _compress(unused)]
+    lines += [f'  {n}' for n in npz_layout.compress_names(unused)]
   if not loaded and not mismatched:
     lines.append('no parameter of the model is in the file: is it a ViT checkpoint in the '
                  'official layout?')
   if kept:
     lines.append(f'in the model, not in the file ({len(kept)}; these would keep their init):')
-    lines += [f'  {n}' for n in _compress(kept)]
-  file_d, model_d = describe(source), describe(target)
+    lines += [f'  {n}' for n in npz_layout.compress_names(kept)]
+  file_d, model_d = npz_layout.describe(source), npz_layout.describe(target)
   hints = []
   if file_d.get('variant') and file_d.get('variant') != model_d.get('variant'):
     hints.append(f'--config.model.variant={file_d["variant"]}')
@@ -421,22 +207,19 @@ def _raise_mismatch(where, source, target, mismatched, unused, kept, loaded):
       hints.append(f'--config.model.resnet_layers="{file_d["resnet_layers"]}"')
   if file_d['classifier'] != model_d['classifier']:
     hints.append(f'--config.model.classifier={file_d["classifier"]}')
-  model_blocks = {m.group(0) for k in target if (m := _BLOCK.match(k))}
-  if any('/LayerNorm_' in n and _BLOCK.match(n) and _BLOCK.match(n).group(0) in model_blocks
-         for n in unused):
+  model_blocks = {m.group(0) for k in target if (m := npz_layout.BLOCK_NAME.match(k))}
+  if any('/LayerNorm_' in n and npz_layout.BLOCK_NAME.match(n) and
+         npz_layout.BLOCK_NAME.match(n).group(0) in model_blocks for n in unused):
     hints.append('--config.model.norm_placement=pre (official files are pre-LN)')
-  raise PretrainedError(
+  raise npz_layout.PretrainedError(
       f'Pretrained file {where} does not fit the configured model:\n  ' + '\n  '.join(lines) +
-      f'\nThe file holds: {_summary(file_d)}.\nThe model has: {_summary(model_d)}.' +
+      f'\nThe file holds: {npz_layout.summary_line(file_d)}.'
+      f'\nThe model has: {npz_layout.summary_line(model_d)}.' +
       (f'\nTry: {" ".join(hints)}.' if hints else ''))
 
 
 # ----------------------------------------------------------------------------- export
 
-
-def is_official_name(name: str) -> bool:
-  """Whether `name` exists in the official (vit_jax / timm) ViT or R+ViT layout."""
-  return any(p.match(name) for p in _OFFICIAL)
 
 
 def export_npz(params: Any, path: str) -> list[str]:
@@ -447,17 +230,18 @@ def export_npz(params: Any, path: str) -> list[str]:
   seed's head MLP) are written too, with a warning: vit_jax / timm ViTs ignore them, so only
   `load_pretrained` reproduces such a model exactly.
   """
-  flat, _ = _unstack_scanned(flatten(params))
+  flat, _ = npz_layout.unstack_scanned(npz_layout.flatten(params))
   arrays = {}
   for name, v in flat.items():
     v = np.asarray(v, dtype=np.float32) if v.dtype != np.float32 else v
-    if _GN.search(name) and v.ndim == 1:
+    if npz_layout.GROUPNORM_NAME.search(name) and v.ndim == 1:
       v = v.reshape(1, 1, 1, -1)
     arrays[name] = v
-  extra = [n for n in arrays if not is_official_name(n)]
+  extra = [n for n in arrays if not npz_layout.is_official_name(n)]
   if extra:
     logger.warning('export_npz: %d parameters have no counterpart in the official ViT layout '
-                   '(vit_jax / timm will not use them): %s', len(extra), ', '.join(_compress(extra)))
+                   '(vit_jax / timm will not use them): %s', len(extra),
+                   ', '.join(npz_layout.compress_names(extra)))
   os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
   tmp = path + '.tmp.npz'  # np.savez appends .npz to names without it
   np.savez(tmp, **arrays)
@@ -536,11 +320,11 @@ def main(argv: list[str] | None = None) -> int:
   logging.getLogger('absl').setLevel(logging.WARNING)
   try:
     if args.inspect:
-      flat = read_npz(args.inspect)
+      flat = npz_layout.read_npz(args.inspect)
       for name in sorted(flat):
         print(f'{name}  {tuple(flat[name].shape)}  {flat[name].dtype}')
       print(f'# {len(flat)} arrays, {sum(v.size for v in flat.values()):,} values; '
-            f'{_summary(describe(flat))}')
+            f'{npz_layout.summary_line(npz_layout.describe(flat))}')
       return 0
     if not (args.workdir or args.checkpoint) or not args.out:
       parser.error('give --workdir (or --checkpoint=PATH) and --out, or --inspect=FILE')
@@ -559,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
                        'exactly with vit_jax.pretrained.load_pretrained.', '; '.join(problems))
     names = export_npz(params, args.out)
     print(f'wrote {args.out}: step {step}, {len(names)} arrays, '
-          f'{_summary(describe(read_npz(args.out)))}')
+          f'{npz_layout.summary_line(npz_layout.describe(npz_layout.read_npz(args.out)))}')
     return 0
   except checkpoint.CheckpointError as e:
     print(f'error: {e}', file=sys.stderr)

@@ -18,6 +18,8 @@ or any folder of run workdirs), groups the runs by the config fields that differ
 
 Only finished runs (their last train line is at the configured total step) enter the statistics;
 the others are listed with their state, so the report can be built while a sweep is running.
+Reading the run folders and grouping them is `vit_jax.study_runs`; the statistics (t-intervals,
+paired t-tests, Holm) are `vit_jax.study_stats`. This module turns them into tables and figures.
 """
 
 from __future__ import annotations
@@ -28,31 +30,17 @@ import json
 import math
 import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Sequence
 
 if __name__ == '__main__' and not __package__:  # run as a file: `vit_jax` from the repo root
   sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np
-from scipy import stats
 
-CONFIDENCE = 0.95          # of the intervals over seeds
+from vit_jax import study_runs
+from vit_jax import study_stats
+
 ALPHA = 0.05               # family-wise error rate of the paired tests (Holm)
-METRICS_FILE = 'metrics.jsonl'
-CONFIG_FILE = 'config.json'
-SWEEP_FILE = 'sweep.json'            # the sweep's plan, written by vit_jax.sweep
-RUN_INFO_FILE = 'sweep_run.json'     # per run: placement, seed, axes (written before launch)
-DONE_FILE = 'DONE'                   # per run: written by vit_jax.sweep after a finished run
-FAILED_FILE = 'FAILED'               # per run: the tail of the log of a failed run
-INSPECT_DIR = 'inspect'              # per run: vit_jax.figures's figures and inspect.json
-PLACEMENT_FIELD = 'model.norm_placement'
-SEED_FIELD = 'seed'
-# Config fields that never define a condition: the seed is what is replicated; `sweep.*` only
-# describes the grid.
-IGNORED_FIELD_PREFIXES = ('seed', 'sweep.')
-PRESET_ORDER = ('pre', 'post', 'addnorm', 'sandwich', 'attn_in_mlp_out', 'none')  # rows in this order
-
 FIG_DPI = 120
 CURVE_FIGSIZE = (13, 9)
 BAR_FIGSIZE = (12, 5)
@@ -72,313 +60,6 @@ NON_ACC_DIGITS = {'steps': 0, 'train_minutes': 1}
 COMPARED_METRIC = 'final_val_top1'
 
 
-# ============================================================================ statistics
-
-
-@dataclasses.dataclass(frozen=True)
-class Summary:
-  """Mean, sample standard deviation (ddof=1) and a t-interval for the mean over n values."""
-  n: int
-  mean: float
-  std: float       # nan when n < 2
-  ci_low: float    # nan when n < 2
-  ci_high: float
-
-  @property
-  def half_width(self) -> float:
-    return (self.ci_high - self.ci_low) / 2
-
-
-def summarize(values: Sequence[float], confidence: float = CONFIDENCE) -> Summary:
-  """Mean ± t_{n-1} * s / sqrt(n): the interval for the mean over seeds (normal errors)."""
-  x = np.asarray([v for v in values if v is not None and not math.isnan(v)], np.float64)
-  n = len(x)
-  if n == 0:
-    return Summary(0, math.nan, math.nan, math.nan, math.nan)
-  mean = float(np.mean(x))
-  if n < 2:
-    return Summary(1, mean, math.nan, math.nan, math.nan)
-  std = float(np.std(x, ddof=1))
-  half = float(stats.t.ppf(0.5 + confidence / 2, n - 1)) * std / math.sqrt(n)
-  return Summary(n, mean, std, mean - half, mean + half)
-
-
-@dataclasses.dataclass(frozen=True)
-class PairedTest:
-  """Two-sided paired t-test of a - b over the seeds both conditions have."""
-  n: int
-  mean_diff: float
-  ci_low: float    # t-interval of the mean difference; nan when n < 2
-  ci_high: float
-  t: float         # nan when n < 2 or every difference is identical
-  p: float
-
-
-def paired_t_test(a: Mapping[Any, float], b: Mapping[Any, float],
-                  confidence: float = CONFIDENCE) -> PairedTest:
-  """Pairs a[seed] with b[seed]: with the same seed both runs see the same data order and the
-  same initialisation key, so the pairing removes that shared part of the noise."""
-  seeds = sorted(set(a) & set(b))
-  d = np.asarray([a[s] - b[s] for s in seeds], np.float64)
-  diff = summarize(d, confidence)
-  if diff.n < 2 or diff.std == 0:
-    return PairedTest(diff.n, diff.mean, diff.ci_low, diff.ci_high, math.nan, math.nan)
-  result = stats.ttest_rel([a[s] for s in seeds], [b[s] for s in seeds])
-  return PairedTest(diff.n, diff.mean, diff.ci_low, diff.ci_high, float(result.statistic),
-                    float(result.pvalue))
-
-
-def holm_adjust(pvalues: Sequence[float]) -> list[float]:
-  """Holm-Bonferroni adjusted p-values (nan stays nan and does not count as a test)."""
-  p = np.asarray(pvalues, np.float64)
-  valid = np.flatnonzero(~np.isnan(p))
-  adjusted = np.full(len(p), np.nan)
-  m = len(valid)
-  running = 0.0
-  for rank, i in enumerate(valid[np.argsort(p[valid], kind='stable')]):
-    running = max(running, min(1.0, (m - rank) * p[i]))
-    adjusted[i] = running
-  return adjusted.tolist()
-
-
-# ============================================================================ reading runs
-
-
-def read_metrics(path: str) -> dict[str, list[dict]]:
-  """{split: records sorted by step}; for a step logged twice (a resumed run) the last line wins.
-
-  A torn last line (the run was killed while writing) is skipped.
-  """
-  last: dict[tuple[str, int], dict] = {}
-  order: dict[str, list[dict]] = {}
-  with open(path) as f:
-    for line in f:
-      line = line.strip()
-      if not line:
-        continue
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError:
-        continue
-      if 'split' in record and 'step' in record:
-        last[(record['split'], int(record['step']))] = record
-  for (split, _), record in sorted(last.items(), key=lambda kv: (kv[0][0], kv[0][1])):
-    order.setdefault(split, []).append(record)
-  return order
-
-
-def train_wall_time(path: str) -> float:
-  """Seconds of training summed over every process that appended to metrics.jsonl.
-
-  Each process restarts its `wall_time` clock, so a drop marks a resume; the total is the sum
-  of the last value of each segment.
-  """
-  total, previous = 0.0, None
-  with open(path) as f:
-    for line in f:
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError:
-        continue
-      if record.get('split') != 'train' or 'wall_time' not in record:
-        continue
-      wall = float(record['wall_time'])
-      if previous is not None and wall < previous:
-        total += previous
-      previous = wall
-  return total + (previous or 0.0)
-
-
-def flatten(tree: Mapping, prefix: str = '') -> dict[str, Any]:
-  """{'model': {'patch_size': 4}} -> {'model.patch_size': 4}; lists become tuples (hashable)."""
-  flat = {}
-  for key, value in tree.items():
-    name = f'{prefix}{key}'
-    if isinstance(value, Mapping):
-      flat.update(flatten(value, name + '.'))
-    else:
-      flat[name] = tuple(value) if isinstance(value, list) else value
-  return flat
-
-
-def total_steps(config: Mapping[str, Any], metrics: Mapping[str, list[dict]]) -> int | None:
-  """The run's configured length: `total_steps`, or `num_epochs` of batches.
-
-  For an epoch-based config the training-set size is recovered from a train line
-  (`epoch` = step * batch_size / num_train), so no data has to be loaded.
-  """
-  if config.get('total_steps', 0) > 0:
-    return int(config['total_steps'])
-  for record in metrics.get('train', []):
-    if record.get('epoch'):
-      num_train = round(record['step'] * config['batch_size'] / record['epoch'])
-      return max(1, math.ceil(config['num_epochs'] * num_train / config['batch_size']))
-  return None
-
-
-def _read_json(path: str) -> Any:
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except (OSError, json.JSONDecodeError):
-    return None
-
-
-@dataclasses.dataclass
-class Run:
-  """One run folder: its config, its metrics and whether it finished."""
-  workdir: str                         # path relative to the study folder
-  config: dict[str, Any]               # flattened config.json ({} before the run started)
-  metrics: dict[str, list[dict]]
-  total_steps: int | None
-  status: str                          # 'finished' | 'incomplete' | 'failed' | 'not started'
-  note: str = ''
-  train_seconds: float = 0.0
-
-  @property
-  def placement(self) -> str:
-    return str(self.config.get(PLACEMENT_FIELD, '?'))
-
-  @property
-  def seed(self) -> int:
-    return int(self.config.get(SEED_FIELD, -1))
-
-  @property
-  def last_step(self) -> int:
-    train = self.metrics.get('train', [])
-    return int(train[-1]['step']) if train else 0
-
-
-def read_run(study_dir: str, workdir: str) -> Run:
-  """Reads one run folder; never raises for a run that has not started or has failed."""
-  path = os.path.join(study_dir, workdir)
-  config_json = _read_json(os.path.join(path, CONFIG_FILE))
-  metrics_path = os.path.join(path, METRICS_FILE)
-  metrics = read_metrics(metrics_path) if os.path.exists(metrics_path) else {}
-  info = _read_json(os.path.join(path, RUN_INFO_FILE)) or {}
-  if config_json is None:  # the sweep's record of what it launched stands in for the config
-    config = {PLACEMENT_FIELD: info.get('placement', '?'), SEED_FIELD: info.get('seed', -1),
-              **info.get('axes', {})}
-    steps = None
-  else:
-    config = flatten(config_json)
-    steps = total_steps(config, metrics)
-  run = Run(workdir=workdir, config=config, metrics=metrics, total_steps=steps,
-            status='not started', train_seconds=train_wall_time(metrics_path)
-            if os.path.exists(metrics_path) else 0.0)
-  failed_path = os.path.join(path, FAILED_FILE)
-  val = metrics.get('val', [])
-  # Training evaluates at its last step when it has a val split: without that line the run was
-  # killed between its last train line and its final evaluation.
-  final_eval_done = not val or val[-1]['step'] >= (steps or 0)
-  if steps is not None and run.last_step >= steps and final_eval_done:
-    run.status = 'finished'
-  elif os.path.exists(failed_path):
-    run.status = 'failed'
-    with open(failed_path) as f:
-      lines = [l.strip() for l in f if l.strip()]
-    errors = [l for l in lines if l.lower().startswith(('error', 'floatingpointerror'))]
-    run.note = (errors or lines or [''])[-1][:200]
-  elif metrics:
-    run.status = 'incomplete'
-    run.note = f'at step {run.last_step}' + (f' of {steps}' if steps else '')
-  return run
-
-
-def find_runs(study_dir: str) -> list[Run]:
-  """Every folder under `study_dir` holding config.json, metrics.jsonl or sweep_run.json."""
-  if not os.path.isdir(study_dir):
-    raise FileNotFoundError(f'Study folder {study_dir} does not exist; run the sweep first: '
-                            f'python -m vit_jax.sweep --config=configs/study.py '
-                            f'--workdir={study_dir}')
-  found = []
-  for root, dirs, files in os.walk(study_dir):
-    dirs[:] = sorted(d for d in dirs if d not in ('checkpoints', 'tensorboard', INSPECT_DIR)
-                     and not d.startswith('.'))
-    if {CONFIG_FILE, METRICS_FILE, RUN_INFO_FILE} & set(files):
-      found.append(read_run(study_dir, os.path.relpath(root, study_dir)))
-  return found
-
-
-# ============================================================================ per-run numbers
-
-
-def run_metrics(run: Run) -> dict[str, float]:
-  """The numbers of one run that the tables aggregate (accuracies as fractions)."""
-  val, test = run.metrics.get('val', []), run.metrics.get('test', [])
-  nan = math.nan
-  out = {
-      'final_val_top1': val[-1]['top1'] if val else nan,
-      'final_val_top5': val[-1]['top5'] if val else nan,
-      'best_val_top1': max(r['top1'] for r in val) if val else nan,
-      'best_val_top5': max(r['top5'] for r in val) if val else nan,
-      'final_val_loss': val[-1]['loss'] if val else nan,
-      'test_top1': test[-1]['top1'] if test else nan,
-      'test_top5': test[-1]['top5'] if test else nan,
-      'steps': float(run.last_step),
-      'train_minutes': run.train_seconds / 60,
-  }
-  return {k: float(v) for k, v in out.items()}
-
-
-# ============================================================================ grouping
-
-
-def varying_fields(runs: Iterable[Run]) -> list[str]:
-  """Config fields whose value differs between runs, the seed and sweep.* excepted."""
-  runs = list(runs)
-  fields = sorted(set().union(*(r.config for r in runs))) if runs else []
-  out = []
-  for field in fields:
-    if field.startswith(IGNORED_FIELD_PREFIXES):
-      continue
-    values = {json.dumps(r.config.get(field), sort_keys=True, default=str) for r in runs}
-    if len(values) > 1:
-      out.append(field)
-  if PLACEMENT_FIELD in out:  # the placement first: it names the rows
-    out.remove(PLACEMENT_FIELD)
-    out.insert(0, PLACEMENT_FIELD)
-  return out
-
-
-def _placement_rank(placement: str) -> tuple:
-  return (PRESET_ORDER.index(placement) if placement in PRESET_ORDER else len(PRESET_ORDER),
-          placement)
-
-
-@dataclasses.dataclass
-class Group:
-  """The seeds of one condition (placement + extra axis values)."""
-  label: str
-  key: tuple
-  runs: list[Run]
-
-  def values(self, metric: str) -> dict[int, float]:
-    return {r.seed: run_metrics(r)[metric] for r in self.runs}
-
-
-def group_runs(runs: Sequence[Run], fields: Sequence[str]) -> list[Group]:
-  """Groups finished runs by the values of `fields`; rows in preset order, then by value."""
-  groups: dict[tuple, Group] = {}
-  for run in runs:
-    key = tuple(run.config.get(f) for f in fields)
-    if key not in groups:
-      parts = []
-      for field, value in zip(fields, key):
-        parts.append(str(value) if field == PLACEMENT_FIELD else f'{field}={value}')
-      groups[key] = Group(label=', '.join(parts) or run.placement, key=key, runs=[])
-    groups[key].runs.append(run)
-  for g in groups.values():
-    g.runs.sort(key=lambda r: r.seed)
-
-  def order(g: Group):
-    rest = tuple(str(v) for v in g.key)
-    if fields and fields[0] == PLACEMENT_FIELD:
-      return (_placement_rank(str(g.key[0])), rest)
-    return ((0, ''), rest)
-
-  return sorted(groups.values(), key=order)
-
 
 # ============================================================================ markdown
 
@@ -387,7 +68,7 @@ def _pct(x: float) -> float:
   return 100 * x
 
 
-def format_summary(s: Summary, scale: float = 1.0, digits: int = 2) -> str:
+def format_summary(s: study_stats.Summary, scale: float = 1.0, digits: int = 2) -> str:
   """'12.34 ± 0.56 [10.95, 13.73]'; with one seed only the value ('n=1: no spread')."""
   if s.n == 0:
     return '—'
@@ -403,16 +84,17 @@ def _md_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
   return '\n'.join(lines)
 
 
-def placement_table(groups: Sequence[Group]) -> tuple[str, dict]:
+def placement_table(groups: Sequence[study_runs.Group]) -> tuple[str, dict]:
   """Markdown table, one row per group, plus the numbers as a dict for summary.json."""
-  has_test = any(not math.isnan(run_metrics(r)['test_top1']) for g in groups for r in g.runs)
+  has_test = any(not math.isnan(study_runs.run_metrics(r)['test_top1'])
+                 for g in groups for r in g.runs)
   columns = [c for c in TABLE_COLUMNS if has_test or c[0] != 'test_top1']
   rows, numbers = [], {}
   for g in groups:
     row = [g.label, str(len(g.runs)), ', '.join(str(r.seed) for r in g.runs)]
     numbers[g.label] = {}
     for key, _, is_acc in columns:
-      s = summarize(list(g.values(key).values()))
+      s = study_stats.summarize(list(g.values(key).values()))
       numbers[g.label][key] = dataclasses.asdict(s)
       if is_acc:
         row.append(format_summary(s, 100.0, 2))
@@ -425,12 +107,12 @@ def placement_table(groups: Sequence[Group]) -> tuple[str, dict]:
   return _md_table(header, rows), numbers
 
 
-def comparison_table(groups: Sequence[Group], metric: str = COMPARED_METRIC,
+def comparison_table(groups: Sequence[study_runs.Group], metric: str = COMPARED_METRIC,
                      alpha: float = ALPHA) -> tuple[str, list[dict]]:
   """Paired t-test for every pair of groups, Holm-adjusted over the pairs."""
   pairs = list(itertools.combinations(groups, 2))
-  tests = [paired_t_test(a.values(metric), b.values(metric)) for a, b in pairs]
-  adjusted = holm_adjust([t.p for t in tests])
+  tests = [study_stats.paired_t_test(a.values(metric), b.values(metric)) for a, b in pairs]
+  adjusted = study_stats.holm_adjust([t.p for t in tests])
   rows, numbers = [], []
   for (a, b), t, p_adj in zip(pairs, tests, adjusted):
     if math.isnan(t.p):
@@ -445,20 +127,20 @@ def comparison_table(groups: Sequence[Group], metric: str = COMPARED_METRIC,
                  fmt(t.p, '.4f'), fmt(p_adj, '.4f'), verdict])
     numbers.append({'a': a.label, 'b': b.label, **dataclasses.asdict(t), 'p_holm': p_adj,
                     'significant': bool(not math.isnan(p_adj) and p_adj < alpha)})
-  header = ['A', 'B', 'n pairs', 'A − B (pp)', f'{int(CONFIDENCE * 100)}% CI (pp)', 't', 'p',
-            'p (Holm)', f'significant at α={alpha}']
+  header = ['A', 'B', 'n pairs', 'A − B (pp)', f'{int(study_stats.CONFIDENCE * 100)}% CI (pp)',
+            't', 'p', 'p (Holm)', f'significant at α={alpha}']
   return _md_table(header, rows), numbers
 
 
-def _seed_count(groups: Sequence[Group]) -> str:
+def _seed_count(groups: Sequence[study_runs.Group]) -> str:
   counts = sorted({len(g.runs) for g in groups}) or [0]
   return str(counts[0]) if counts[0] == counts[-1] else f'{counts[0]}–{counts[-1]}'
 
 
-def runs_table(runs: Sequence[Run]) -> str:
+def runs_table(runs: Sequence[study_runs.Run]) -> str:
   rows = []
-  for r in sorted(runs, key=lambda r: (_placement_rank(r.placement), r.workdir, r.seed)):
-    m = run_metrics(r)
+  for r in sorted(runs, key=lambda r: (study_runs.placement_rank(r.placement), r.workdir, r.seed)):
+    m = study_runs.run_metrics(r)
     acc = lambda k: '—' if math.isnan(m[k]) else f'{_pct(m[k]):.2f}'
     steps = f'{r.last_step}' + (f'/{r.total_steps}' if r.total_steps else '')
     rows.append([f'`{r.workdir}`', r.placement, str(r.seed), r.status + (f' ({r.note})' if r.note
@@ -470,15 +152,16 @@ def runs_table(runs: Sequence[Run]) -> str:
   return _md_table(header, rows)
 
 
-def inspection_table(study_dir: str, runs: Sequence[Run]) -> str:
+def inspection_table(study_dir: str, runs: Sequence[study_runs.Run]) -> str:
   """Mean attention distance per layer (averaged over heads) of the runs vit_jax.figures saw."""
   rows = []
-  for r in sorted(runs, key=lambda r: (_placement_rank(r.placement), r.seed, r.workdir)):
-    summary = _read_json(os.path.join(study_dir, r.workdir, INSPECT_DIR, 'inspect.json'))
+  for r in sorted(runs, key=lambda r: (study_runs.placement_rank(r.placement), r.seed, r.workdir)):
+    summary = study_runs.read_json(
+        os.path.join(study_dir, r.workdir, study_runs.INSPECT_DIR, 'inspect.json'))
     if not summary or 'mean_attention_distance' not in summary:
       continue
     per_layer = np.mean(np.asarray(summary['mean_attention_distance']), axis=1)
-    figures = ', '.join(f'[{os.path.splitext(f)[0]}]({r.workdir}/{INSPECT_DIR}/{f})'
+    figures = ', '.join(f'[{os.path.splitext(f)[0]}]({r.workdir}/{study_runs.INSPECT_DIR}/{f})'
                         for f in summary.get('figures', []))
     rows.append([f'`{r.workdir}`', r.placement, str(r.seed),
                  f'{_pct(summary.get("top1", math.nan)):.2f}',
@@ -505,7 +188,7 @@ def _integer_locator():
   return ticker.MaxNLocator(integer=True)
 
 
-def mean_curve(runs: Sequence[Run], split: str, key: str
+def mean_curve(runs: Sequence[study_runs.Run], split: str, key: str
                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """(steps, mean, std) over the runs at the steps every run logged (std 0 for one run)."""
   series = []
@@ -520,7 +203,7 @@ def mean_curve(runs: Sequence[Run], split: str, key: str
   return np.asarray(steps), values.mean(axis=0), std
 
 
-def plot_curves(groups: Sequence[Group], path: str, title: str) -> None:
+def plot_curves(groups: Sequence[study_runs.Group], path: str, title: str) -> None:
   """Loss and top-1, train and val, against step: mean over seeds with a ±1 std band."""
   plt = _pyplot()
   fig, axes = plt.subplots(2, 2, figsize=CURVE_FIGSIZE)
@@ -552,7 +235,7 @@ def plot_curves(groups: Sequence[Group], path: str, title: str) -> None:
   plt.close(fig)
 
 
-def plot_learning_rate(groups: Sequence[Group], path: str, title: str) -> None:
+def plot_learning_rate(groups: Sequence[study_runs.Group], path: str, title: str) -> None:
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=LR_FIGSIZE)
   styles = ('-', '--', ':', '-.')
@@ -575,7 +258,7 @@ def plot_learning_rate(groups: Sequence[Group], path: str, title: str) -> None:
   plt.close(fig)
 
 
-def plot_final_accuracy(groups: Sequence[Group], path: str, title: str) -> None:
+def plot_final_accuracy(groups: Sequence[study_runs.Group], path: str, title: str) -> None:
   """Bars = mean over seeds, whiskers = 95% t-interval, dots = individual seeds."""
   plt = _pyplot()
   fig, axes = plt.subplots(1, 2, figsize=BAR_FIGSIZE)
@@ -585,7 +268,7 @@ def plot_final_accuracy(groups: Sequence[Group], path: str, title: str) -> None:
                         (axes[1], 'final_val_top5', 'final validation top-5 (%)')):
     for i, g in enumerate(groups):
       values = np.asarray(list(g.values(key).values())) * 100
-      s = summarize(values)
+      s = study_stats.summarize(values)
       err = None if s.n < 2 else [[s.mean - s.ci_low], [s.ci_high - s.mean]]
       ax.bar(i, s.mean, color=colors(i % colors.N), alpha=0.75, yerr=err, capsize=6)
       jitter = np.linspace(-0.15, 0.15, len(values)) if len(values) > 1 else np.zeros(1)
@@ -597,8 +280,8 @@ def plot_final_accuracy(groups: Sequence[Group], path: str, title: str) -> None:
                   ha='right' if len(groups) > 4 else 'center', fontsize=9)
     ax.set_xlabel('norm placement')
     ax.set_ylabel(name)
-    ax.set_title(f'{name}\nbars: mean, whiskers: {int(CONFIDENCE * 100)}% CI, dots: seeds',
-                 fontsize=10)
+    ax.set_title(f'{name}\nbars: mean, whiskers: {int(study_stats.CONFIDENCE * 100)}% CI, '
+                 'dots: seeds', fontsize=10)
     ax.grid(axis='y', alpha=0.3)
   fig.suptitle(title)
   fig.tight_layout()
@@ -611,15 +294,16 @@ def plot_final_accuracy(groups: Sequence[Group], path: str, title: str) -> None:
 
 def build_report(study_dir: str, alpha: float = ALPHA) -> dict:
   """Writes report.md, the figures and summary.json into `study_dir`; returns the summary."""
-  runs = find_runs(study_dir)
+  runs = study_runs.find_runs(study_dir)
   if not runs:
     raise FileNotFoundError(
-        f'No runs under {study_dir} (looked for folders with {CONFIG_FILE} or {METRICS_FILE}). '
+        f'No runs under {study_dir} (looked for folders with {study_runs.CONFIG_FILE} or '
+        f'{study_runs.METRICS_FILE}). '
         'Run the sweep first, or pass the folder that holds the run folders.')
   finished = [r for r in runs if r.status == 'finished']
-  fields = varying_fields(finished)
-  groups = group_runs(finished, fields)
-  sweep_plan = _read_json(os.path.join(study_dir, SWEEP_FILE)) or {}
+  fields = study_runs.varying_fields(finished)
+  groups = study_runs.group_runs(finished, fields)
+  sweep_plan = study_runs.read_json(os.path.join(study_dir, study_runs.SWEEP_FILE)) or {}
   title = f'Norm-placement study: {study_dir.rstrip("/")}'
 
   figures = []
@@ -641,13 +325,14 @@ def build_report(study_dir: str, alpha: float = ALPHA) -> dict:
                                         'nothing (one condition)') +
             '; the seed is the replicate.', '']
   lines += ['## Results per placement', '',
-            f'Mean ± sample std over seeds [{int(CONFIDENCE * 100)}% confidence interval of the '
-            'mean, t distribution with n−1 degrees of freedom]; finished runs only. '
-            '*final* = the last validation evaluation (end of training); *best* = the maximum over all '
-            'validation evaluations (optimistic: chosen on the same data). With one seed there is '
-            'no spread and no interval.', '', table or '(no finished runs yet)', '']
+            f'Mean ± sample std over seeds [{int(study_stats.CONFIDENCE * 100)}% confidence '
+            'interval of the mean, t distribution with n−1 degrees of freedom]; finished runs '
+            'only. *final* = the last validation evaluation (end of training); *best* = the '
+            'maximum over all validation evaluations (optimistic: chosen on the same data). With '
+            'one seed there is no spread and no interval.', '', table or '(no finished runs yet)', '']
   if groups:
-    best = max(groups, key=lambda g: summarize(list(g.values(COMPARED_METRIC).values())).mean)
+    best = max(groups, key=lambda g: study_stats.summarize(
+        list(g.values(COMPARED_METRIC).values())).mean)
     lines += [f'Highest mean final val top-1: **{best.label}**.', '']
   lines += ['## Which differences are significant', '',
             f'Final val top-1, two-sided paired t-test over the seeds both conditions ran (the '
@@ -670,9 +355,10 @@ def build_report(study_dir: str, alpha: float = ALPHA) -> dict:
 
   summary = {'study_dir': os.path.abspath(study_dir), 'varying_fields': fields,
              'groups': numbers, 'comparisons': tests, 'metric_compared': COMPARED_METRIC,
-             'alpha': alpha, 'confidence': CONFIDENCE, 'figures': figures,
+             'alpha': alpha, 'confidence': study_stats.CONFIDENCE, 'figures': figures,
              'runs': [{'workdir': r.workdir, 'placement': r.placement, 'seed': r.seed,
-                       'status': r.status, 'note': r.note, **run_metrics(r)} for r in runs]}
+                       'status': r.status, 'note': r.note, **study_runs.run_metrics(r)}
+                      for r in runs]}
   with open(os.path.join(study_dir, 'summary.json'), 'w') as f:
     json.dump(summary, f, indent=2, default=str)
   return summary

@@ -56,7 +56,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-from vit_jax import report as report_lib
+from vit_jax import study_runs
 
 config_flags.DEFINE_config_file('config', None, 'Study config (configs/study.py): a training '
                                 'config plus a `sweep` block.', lock_config=True)
@@ -268,7 +268,7 @@ def _args_key(command: Sequence[str]) -> list[str]:
 
 def is_done(run: Run, command: Sequence[str]) -> bool:
   """DONE exists and records these exact run.py arguments."""
-  path = os.path.join(run.workdir, report_lib.DONE_FILE)
+  path = os.path.join(run.workdir, study_runs.DONE_FILE)
   try:
     with open(path) as f:
       return json.load(f).get('args') == _args_key(command)
@@ -278,21 +278,21 @@ def is_done(run: Run, command: Sequence[str]) -> bool:
 
 def needs_inspection(run: Run) -> bool:
   """No inspect.json yet, or one older than the run's DONE (the run was trained further)."""
-  summary = os.path.join(run.workdir, report_lib.INSPECT_DIR, 'inspect.json')
-  done = os.path.join(run.workdir, report_lib.DONE_FILE)
+  summary = os.path.join(run.workdir, study_runs.INSPECT_DIR, 'inspect.json')
+  done = os.path.join(run.workdir, study_runs.DONE_FILE)
   return not os.path.exists(summary) or (os.path.exists(done) and
                                          os.path.getmtime(done) > os.path.getmtime(summary))
 
 
 def reached_end(workdir: str) -> bool:
   """metrics.jsonl's last train line is at the configured total step."""
-  run = report_lib.read_run(os.path.dirname(workdir) or '.', os.path.basename(workdir))
+  run = study_runs.read_run(os.path.dirname(workdir) or '.', os.path.basename(workdir))
   return run.status == 'finished'
 
 
 def has_test_eval(workdir: str) -> bool:
-  path = os.path.join(workdir, report_lib.METRICS_FILE)
-  return os.path.exists(path) and bool(report_lib.read_metrics(path).get('test'))
+  path = os.path.join(workdir, study_runs.METRICS_FILE)
+  return os.path.exists(path) and bool(study_runs.read_metrics(path).get('test'))
 
 
 def _write_json(path: str, payload: dict) -> None:
@@ -343,10 +343,10 @@ def execute(run: Run, config_file: str, overrides: Sequence[str], eval_test: boo
   if is_done(run, command):
     print(f'{index} {name}: done already ({run.workdir})', flush=True)
   else:
-    _write_json(os.path.join(run.workdir, report_lib.RUN_INFO_FILE),
+    _write_json(os.path.join(run.workdir, study_runs.RUN_INFO_FILE),
                 {'placement': run.placement, 'seed': run.seed, 'axes': dict(run.axes),
                  'command': shell_line(command)})
-    failed = os.path.join(run.workdir, report_lib.FAILED_FILE)
+    failed = os.path.join(run.workdir, study_runs.FAILED_FILE)
     if os.path.exists(failed):
       os.remove(failed)
     print(f'{index} {name}: training → {log_path}', flush=True)
@@ -361,10 +361,10 @@ def execute(run: Run, config_file: str, overrides: Sequence[str], eval_test: boo
       if rc == 0:  # stopped by a signal: the user wants the sweep to stop too
         raise KeyboardInterrupt
       return False
-    _write_json(os.path.join(run.workdir, report_lib.DONE_FILE),
+    _write_json(os.path.join(run.workdir, study_runs.DONE_FILE),
                 {'args': _args_key(command), 'seconds': seconds,
                  'finished': time.strftime('%Y-%m-%d %H:%M:%S')})
-    val = report_lib.run_metrics(report_lib.read_run(os.path.dirname(run.workdir),
+    val = study_runs.run_metrics(study_runs.read_run(os.path.dirname(run.workdir),
                                                      os.path.basename(run.workdir)))
     print(f'{index} {name}: done in {seconds:.0f} s, final val top-1 '
           f'{100 * val["final_val_top1"]:.2f}%', flush=True)
@@ -410,7 +410,7 @@ def main(argv: Sequence[str]) -> None:
     return
 
   os.makedirs(study_dir, exist_ok=True)
-  _write_json(os.path.join(study_dir, report_lib.SWEEP_FILE), {
+  _write_json(os.path.join(study_dir, study_runs.SWEEP_FILE), {
       'command': shell_line([sys.executable, '-m', 'vit_jax.sweep', *sys.argv[1:]]),
       'config_file': config_file, 'overrides': overrides,
       'norm_placements': list(split_placements(sweep['norm_placements'])),

@@ -1,0 +1,271 @@
+"""The runs of a study folder: each run's config, metrics and state, grouped into conditions.
+
+Why separate: `vit_jax.report` (the tables and figures) and `vit_jax.sweep` (which runs are done,
+what to launch) both read run folders the same way; this module is that one reading. A run
+folder is what `run.py` writes (config.json, metrics.jsonl) plus the sweep's bookkeeping
+(sweep_run.json before launch, DONE or FAILED after). Runs are grouped by the config fields that
+differ between them (the norm placement and any extra sweep axes; never the seed).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+METRICS_FILE = 'metrics.jsonl'
+CONFIG_FILE = 'config.json'
+SWEEP_FILE = 'sweep.json'            # the sweep's plan, written by vit_jax.sweep
+RUN_INFO_FILE = 'sweep_run.json'     # per run: placement, seed, axes (written before launch)
+DONE_FILE = 'DONE'                   # per run: written by vit_jax.sweep after a finished run
+FAILED_FILE = 'FAILED'               # per run: the tail of the log of a failed run
+INSPECT_DIR = 'inspect'              # per run: vit_jax.figures's figures and inspect.json
+PLACEMENT_FIELD = 'model.norm_placement'
+SEED_FIELD = 'seed'
+# Config fields that never define a condition: the seed is what is replicated; `sweep.*` only
+# describes the grid.
+IGNORED_FIELD_PREFIXES = ('seed', 'sweep.')
+PRESET_ORDER = ('pre', 'post', 'addnorm', 'sandwich', 'attn_in_mlp_out', 'none')  # rows in this order
+
+
+# ============================================================================ reading runs
+
+
+def read_metrics(path: str) -> dict[str, list[dict]]:
+  """{split: records sorted by step}; for a step logged twice (a resumed run) the last line wins.
+
+  A torn last line (the run was killed while writing) is skipped.
+  """
+  last: dict[tuple[str, int], dict] = {}
+  order: dict[str, list[dict]] = {}
+  with open(path) as f:
+    for line in f:
+      line = line.strip()
+      if not line:
+        continue
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if 'split' in record and 'step' in record:
+        last[(record['split'], int(record['step']))] = record
+  for (split, _), record in sorted(last.items(), key=lambda kv: (kv[0][0], kv[0][1])):
+    order.setdefault(split, []).append(record)
+  return order
+
+
+def train_wall_time(path: str) -> float:
+  """Seconds of training summed over every process that appended to metrics.jsonl.
+
+  Each process restarts its `wall_time` clock, so a drop marks a resume; the total is the sum
+  of the last value of each segment.
+  """
+  total, previous = 0.0, None
+  with open(path) as f:
+    for line in f:
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if record.get('split') != 'train' or 'wall_time' not in record:
+        continue
+      wall = float(record['wall_time'])
+      if previous is not None and wall < previous:
+        total += previous
+      previous = wall
+  return total + (previous or 0.0)
+
+
+def flatten(tree: Mapping, prefix: str = '') -> dict[str, Any]:
+  """{'model': {'patch_size': 4}} -> {'model.patch_size': 4}; lists become tuples (hashable)."""
+  flat = {}
+  for key, value in tree.items():
+    name = f'{prefix}{key}'
+    if isinstance(value, Mapping):
+      flat.update(flatten(value, name + '.'))
+    else:
+      flat[name] = tuple(value) if isinstance(value, list) else value
+  return flat
+
+
+def total_steps(config: Mapping[str, Any], metrics: Mapping[str, list[dict]]) -> int | None:
+  """The run's configured length: `total_steps`, or `num_epochs` of batches.
+
+  For an epoch-based config the training-set size is recovered from a train line
+  (`epoch` = step * batch_size / num_train), so no data has to be loaded.
+  """
+  if config.get('total_steps', 0) > 0:
+    return int(config['total_steps'])
+  for record in metrics.get('train', []):
+    if record.get('epoch'):
+      num_train = round(record['step'] * config['batch_size'] / record['epoch'])
+      return max(1, math.ceil(config['num_epochs'] * num_train / config['batch_size']))
+  return None
+
+
+def read_json(path: str) -> Any:
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except (OSError, json.JSONDecodeError):
+    return None
+
+
+@dataclasses.dataclass
+class Run:
+  """One run folder: its config, its metrics and whether it finished."""
+  workdir: str                         # path relative to the study folder
+  config: dict[str, Any]               # flattened config.json ({} before the run started)
+  metrics: dict[str, list[dict]]
+  total_steps: int | None
+  status: str                          # 'finished' | 'incomplete' | 'failed' | 'not started'
+  note: str = ''
+  train_seconds: float = 0.0
+
+  @property
+  def placement(self) -> str:
+    return str(self.config.get(PLACEMENT_FIELD, '?'))
+
+  @property
+  def seed(self) -> int:
+    return int(self.config.get(SEED_FIELD, -1))
+
+  @property
+  def last_step(self) -> int:
+    train = self.metrics.get('train', [])
+    return int(train[-1]['step']) if train else 0
+
+
+def read_run(study_dir: str, workdir: str) -> Run:
+  """Reads one run folder; never raises for a run that has not started or has failed."""
+  path = os.path.join(study_dir, workdir)
+  config_json = read_json(os.path.join(path, CONFIG_FILE))
+  metrics_path = os.path.join(path, METRICS_FILE)
+  metrics = read_metrics(metrics_path) if os.path.exists(metrics_path) else {}
+  info = read_json(os.path.join(path, RUN_INFO_FILE)) or {}
+  if config_json is None:  # the sweep's record of what it launched stands in for the config
+    config = {PLACEMENT_FIELD: info.get('placement', '?'), SEED_FIELD: info.get('seed', -1),
+              **info.get('axes', {})}
+    steps = None
+  else:
+    config = flatten(config_json)
+    steps = total_steps(config, metrics)
+  run = Run(workdir=workdir, config=config, metrics=metrics, total_steps=steps,
+            status='not started', train_seconds=train_wall_time(metrics_path)
+            if os.path.exists(metrics_path) else 0.0)
+  failed_path = os.path.join(path, FAILED_FILE)
+  val = metrics.get('val', [])
+  # Training evaluates at its last step when it has a val split: without that line the run was
+  # killed between its last train line and its final evaluation.
+  final_eval_done = not val or val[-1]['step'] >= (steps or 0)
+  if steps is not None and run.last_step >= steps and final_eval_done:
+    run.status = 'finished'
+  elif os.path.exists(failed_path):
+    run.status = 'failed'
+    with open(failed_path) as f:
+      lines = [l.strip() for l in f if l.strip()]
+    errors = [l for l in lines if l.lower().startswith(('error', 'floatingpointerror'))]
+    run.note = (errors or lines or [''])[-1][:200]
+  elif metrics:
+    run.status = 'incomplete'
+    run.note = f'at step {run.last_step}' + (f' of {steps}' if steps else '')
+  return run
+
+
+def find_runs(study_dir: str) -> list[Run]:
+  """Every folder under `study_dir` holding config.json, metrics.jsonl or sweep_run.json."""
+  if not os.path.isdir(study_dir):
+    raise FileNotFoundError(f'Study folder {study_dir} does not exist; run the sweep first: '
+                            f'python -m vit_jax.sweep --config=configs/study.py '
+                            f'--workdir={study_dir}')
+  found = []
+  for root, dirs, files in os.walk(study_dir):
+    dirs[:] = sorted(d for d in dirs if d not in ('checkpoints', 'tensorboard', INSPECT_DIR)
+                     and not d.startswith('.'))
+    if {CONFIG_FILE, METRICS_FILE, RUN_INFO_FILE} & set(files):
+      found.append(read_run(study_dir, os.path.relpath(root, study_dir)))
+  return found
+
+
+# ============================================================================ per-run numbers
+
+
+def run_metrics(run: Run) -> dict[str, float]:
+  """The numbers of one run that the tables aggregate (accuracies as fractions)."""
+  val, test = run.metrics.get('val', []), run.metrics.get('test', [])
+  nan = math.nan
+  out = {
+      'final_val_top1': val[-1]['top1'] if val else nan,
+      'final_val_top5': val[-1]['top5'] if val else nan,
+      'best_val_top1': max(r['top1'] for r in val) if val else nan,
+      'best_val_top5': max(r['top5'] for r in val) if val else nan,
+      'final_val_loss': val[-1]['loss'] if val else nan,
+      'test_top1': test[-1]['top1'] if test else nan,
+      'test_top5': test[-1]['top5'] if test else nan,
+      'steps': float(run.last_step),
+      'train_minutes': run.train_seconds / 60,
+  }
+  return {k: float(v) for k, v in out.items()}
+
+
+# ============================================================================ grouping
+
+
+
+def varying_fields(runs: Iterable[Run]) -> list[str]:
+  """Config fields whose value differs between runs, the seed and sweep.* excepted."""
+  runs = list(runs)
+  fields = sorted(set().union(*(r.config for r in runs))) if runs else []
+  out = []
+  for field in fields:
+    if field.startswith(IGNORED_FIELD_PREFIXES):
+      continue
+    values = {json.dumps(r.config.get(field), sort_keys=True, default=str) for r in runs}
+    if len(values) > 1:
+      out.append(field)
+  if PLACEMENT_FIELD in out:  # the placement first: it names the rows
+    out.remove(PLACEMENT_FIELD)
+    out.insert(0, PLACEMENT_FIELD)
+  return out
+
+
+def placement_rank(placement: str) -> tuple:
+  return (PRESET_ORDER.index(placement) if placement in PRESET_ORDER else len(PRESET_ORDER),
+          placement)
+
+
+@dataclasses.dataclass
+class Group:
+  """The seeds of one condition (placement + extra axis values)."""
+  label: str
+  key: tuple
+  runs: list[Run]
+
+  def values(self, metric: str) -> dict[int, float]:
+    return {r.seed: run_metrics(r)[metric] for r in self.runs}
+
+
+def group_runs(runs: Sequence[Run], fields: Sequence[str]) -> list[Group]:
+  """Groups finished runs by the values of `fields`; rows in preset order, then by value."""
+  groups: dict[tuple, Group] = {}
+  for run in runs:
+    key = tuple(run.config.get(f) for f in fields)
+    if key not in groups:
+      parts = []
+      for field, value in zip(fields, key):
+        parts.append(str(value) if field == PLACEMENT_FIELD else f'{field}={value}')
+      groups[key] = Group(label=', '.join(parts) or run.placement, key=key, runs=[])
+    groups[key].runs.append(run)
+  for g in groups.values():
+    g.runs.sort(key=lambda r: r.seed)
+
+  def order(g: Group):
+    rest = tuple(str(v) for v in g.key)
+    if fields and fields[0] == PLACEMENT_FIELD:
+      return (placement_rank(str(g.key[0])), rest)
+    return ((0, ''), rest)
+
+  return sorted(groups.values(), key=order)
