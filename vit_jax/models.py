@@ -282,7 +282,7 @@ class Dropout(nn.Module):
   by 1 / (that exact keep probability), so the output is unbiased; the drop probability differs
   from `rate` by at most 2^-17. Measured on 2 CPU cores (benchmarks/train_step.py, dropout 0.1
   everywhere): 16 bits: seed 001's step 69 -> 82 img/s, seed 000's 113 -> 120 img/s; unrolled
-  threefry: see the README's benchmarks.
+  threefry: see docs/benchmarks.md.
   """
   rate: float
 
@@ -374,7 +374,7 @@ class _DenseGeneralParams(nn.Module):
 class MultiHeadDotProductAttention(nn.Module):
   """Self-attention with vit_jax parameter layout; sows weights only when asked.
 
-  Layouts are chosen for XLA (measured, see the README's benchmarks): q, k and v are each one
+  Layouts are chosen for XLA (measured, see docs/benchmarks.md): q, k and v are each one
   plain [tokens, width] x [width, heads * head_dim] matmul with the bias added token-major (its
   gradient is then a contiguous column sum; as `bqhd` einsums, XLA:CPU reduced it through a
   transposed layout), the attention output stays head-major [batch, heads, tokens, head_dim]
@@ -449,7 +449,7 @@ class MultiHeadDotProductAttention(nn.Module):
     example and the output one [tokens, heads * tokens] x [heads * tokens, width] matmul, with
     no output projection. Matmul FLOPs per layer: 2 t w (h w) + 2 h t^2 w instead of
     4 t w (h d) + 2 h t^2 d, fewer whenever head_dim >= width; on XLA:CPU the large per-example
-    GEMMs also run faster than per-head batches (see the README's benchmarks). Parameters,
+    GEMMs also run faster than per-head batches (see docs/benchmarks.md). Parameters,
     their names, initial values and the sown weights are the standard path's; only float
     rounding and which dropout bit lands on which weight differ.
     """
