@@ -3,12 +3,15 @@
 72px inputs (CIFAR upsampled), patch 6 (12x12 = 144 tokens), 4 layers, hidden 64, 4 heads with
 key_dim 64, MLP 128 -> 64, flatten head [2048, 1024] dropout 0.5, pre-LN, batch 64, AdamW
 lr 1e-3 wd 1e-4, 10% warmup then cosine, 40 epochs, flip + rotation 0.02 + zoom 0.2.
+Folded attention and 2 concurrent halves per batch as in `configs/baseline.py`;
+`host_malloc='one_heap'` because it was measured faster for this model (docs/benchmarks.md).
 
 Command:
   python run.py --config=configs/keras_tutorial.py --workdir=runs/keras_tutorial
 
-Expected: seed 001 reported 43.2% test top-1 after 40 GPU epochs. Runtime: 28,125 steps;
-hours on 2 CPU cores, well under an hour on one GPU.
+Expected: seed 001 reported 43.2% test top-1 after 40 GPU epochs; not yet reproduced here.
+Runtime: 28,125 steps; no full run timed. Latest measured speed (2026-12-02, 2-core Intel Xeon
+VM, 250-step run.py runs on the real data): 135-141 img/s. History: docs/benchmarks.md.
 """
 
 from configs import common
@@ -24,6 +27,6 @@ def get_config():
   config.weight_decay = 1e-4
   config.warmup_fraction = 0.1
   config.checkpoint_every = 2000
-  # One reused malloc heap (vit_jax/host.py): run.py on the 2-core VM 107-123 -> 135-141 img/s.
+  # One reused malloc heap (vit_jax/host.py): faster here (docs/benchmarks.md).
   config.host_malloc = 'one_heap'
   return config
