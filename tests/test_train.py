@@ -64,7 +64,8 @@ def _body(params):
 def test_eight_devices_match_one_device():
   """With dropout on: the masks are drawn for the global batch, whatever the device count."""
   assert jax.device_count() == 8, 'tests/conftest.py forces 8 CPU devices'
-  config = _config(dropout_rate=0.2, attention_dropout_rate=0.2, **SGD)
+  config = _config(**SGD)
+  config.model.update(dropout_rate=0.2, attention_dropout_rate=0.2)  # model fields, not top level
   batches = _batches(3, 16)
   _, _, init_state, _ = _setup(config, jax.devices()[:1])
   init_params = jax.device_get(init_state.params)
