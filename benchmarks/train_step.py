@@ -14,10 +14,9 @@ with XLA's.
 What is timed (ours): `vit_jax.train.jit_train_step` exactly as `train.py` builds it (forward,
 loss, backward, AdamW update, metrics; state donated), on a fixed random device batch of the
 config's input shape. The input pipeline is NOT included (see benchmarks/input_pipeline.py); for
-the seed configs the images enter at the model's input size (224 / 72 px) unless the config
-resizes on the device (`model.input_resize`, see vit_jax/models.py), in which case they enter at
-32 px and the upsample is part of the timed step. The peers take images at the model's input
-size, augmentation excluded (see benchmarks/peers.py).
+the seed configs the images enter at the model's input size (`data.image_size`: 224 / 72 px),
+because the upsample from 32 px happens in the host pipeline, not in the model. The peers take
+images at the same size, augmentation excluded (see benchmarks/peers.py).
 
 Host malloc: glibc as it is by default, as run.py's default; `--host_malloc=huge_pages` or
 `one_heap` re-executes the script with those tunables (vit_jax/host.py; the peers inherit the
@@ -143,15 +142,14 @@ def model_shape(config) -> dict:
   fields = dict(config.model)
   if fields.get('variant'):
     fields.update(models.parse_variant(fields['variant']))
-  image = config.data.image_size
-  input_resize = fields.get('input_resize') or 0
-  size = input_resize or image
+  # The model sees `data.image_size` pixels: resizing is done by the input pipeline.
+  size = config.data.image_size
   p = fields['patch_size']
   hidden, heads = fields['hidden_size'], fields['num_heads']
   head_dim = fields.get('head_dim') or hidden // heads
   mlp = fields['mlp_dim']
   mlp = (mlp,) if isinstance(mlp, int) else tuple(mlp)
-  return dict(image_size=size, input_size=image, patch_size=p, hidden_size=hidden,
+  return dict(image_size=size, patch_size=p, hidden_size=hidden,
               num_layers=fields['num_layers'], num_heads=heads, head_dim=head_dim, mlp_dims=mlp,
               mlp_activate_output=bool(fields['mlp_activate_output']),
               classifier=fields['classifier'], head_hidden_sizes=tuple(fields['head_hidden_sizes']),

@@ -9,7 +9,8 @@ Command:
   python run.py --config=configs/addnorm.py --workdir=runs/addnorm
   python run.py --config=configs/addnorm.py --workdir=runs/addnorm --mode=eval
 
-Expected / runtime: as `configs/baseline.py` (~3500 steps; ~2.5 h on 2 CPU cores, minutes on a GPU).
+Expected: not measured yet (no full run in this project). Runtime: as `configs/baseline.py`
+(~3500 steps; the same model and step cost).
 """
 
 from configs import common

@@ -120,7 +120,6 @@ def get_config() -> ml_collections.ConfigDict:
   config.keep_checkpoints = 3        # latest K kept, plus the best by val top-1
   config.async_checkpoints = True
   config.distributed = False         # call jax.distributed.initialize() (multi-host)
-  config.debug_nans = False
   return config
 
 

@@ -3,8 +3,8 @@
 32px CIFAR-100 (no upsampling), patch 8 (4x4 = 16 tokens + class token), 4 pre-LN layers of
 width 128, 4 heads, MLP 256, random crop (pad 4) + flip, batch 128, AdamW lr 1e-3 wd 0.05,
 10% warmup then cosine over 1,200 steps (~3.4 epochs of the 45,000 training images). Patch 8
-rather than 4: a third of the step time on 2 cores (198 vs 65 img/s measured), which buys more
-epochs in a 10-20 minute budget.
+rather than 4: about a third of the step time on 2 cores, which buys more epochs in a 10-20
+minute budget.
 
 Command (offline, on the shared train split; 10% held out as validation):
   python run.py --config=configs/cpu_quick.py --workdir=runs/cpu_quick \
@@ -12,13 +12,9 @@ Command (offline, on the shared train split; 10% held out as validation):
   python run.py --config=configs/cpu_quick.py --workdir=runs/cpu_quick --mode=eval \
       --config.data.archive=../shared/data/cifar-100-binary-train.tar.gz --config.data.eval_split=val
 
-Measured 2026-11-25 on the 2-core CPU VM (shared with other jobs, load average 5-8):
-val top-1 11.7% / 18.4% / 20.4% at steps 400 / 800 / 1200 (chance: 1%), top-5 47.4%;
-894 s of training, 15m54s wall with start-up and evals; the eval command reproduces
-top-1 20.38% and loss 3.3108 exactly. Re-measured 2026-11-29 on the idle VM: the same curve
-(20.40% at step 1200), 133 s of training, 2 min 35 s wall; the eval command reproduces it.
-2026-12-01, after the attention's matmuls were re-laid out (same parameters, float sums in
-another order): 20.42% at step 1200, 113 s of training; the eval command reproduces it.
+Expected / runtime (latest run, 2026-12-01, 2-core VM, CPU model not recorded): val top-1 20.42%
+at step 1200 (chance: 1%), 113 s of training; the eval command reports the same 20.42% (loss
+3.3107). Earlier runs: docs/benchmarks.md.
 """
 
 from configs import common

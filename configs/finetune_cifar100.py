@@ -7,7 +7,7 @@ then cosine to 0, global gradient clipping 1.0, no weight decay, no dropout, Inc
 `pre_logits` are dropped (representation_size=None); the position embeddings are resampled
 from 14x14 (224/16) to 24x24 (384/16), the class token kept.
 
-Get an official checkpoint first (README: "Pretrained checkpoints and fine-tuning"), e.g.
+Get an official checkpoint first (docs/pretrained.md), e.g.
 https://storage.googleapis.com/vit_models/imagenet21k/ViT-B_16.npz, then:
 
   python run.py --config=configs/finetune_cifar100.py --workdir=runs/ft_b16 \

@@ -3,15 +3,16 @@
 A ViT-Lite-sized model for 32px CIFAR-100 (patch 4 → 64 tokens + class token; 6 layers of
 width 256, 4 heads, MLP 512), 100 epochs of crop + flip + RandAugment(2, 9), label smoothing 0.1,
 AdamW lr 1e-3 wd 0.05, 5% warmup then cosine, gradient clipping at 1, batch 256. Only the norm
-placement and the seed change between runs. Validation = 10% held out of train (test split
-untouched unless `sweep.eval_test=True`).
+placement and the seed change between runs, so differences between placements are the
+placement's. Validation = 10% held out of train (test split untouched unless
+`sweep.eval_test=True`).
 
   python -m vit_jax.sweep --config=configs/study.py --workdir=runs/study
   python -m vit_jax.sweep --config=configs/study.py --workdir=runs/study --dry_run  # commands
 
-Runtime: 12 runs of ~4.5 M images (17,580 steps) each; not measured on a GPU in this project
-yet (on 2 CPU cores, many hours a run: use configs/study_cpu.py there). Extra axes, e.g. depth ×
-learning rate:
+Expected: not measured yet. Runtime: 12 runs of ~4.5 M images (17,580 steps) each; not measured
+on a GPU in this project (on 2 CPU cores, many hours a run: use configs/study_cpu.py there).
+Extra axes, e.g. depth × learning rate:
   --config.sweep.extra_axes='model.num_layers=6,12;learning_rate=1e-3,3e-4'
 """
 

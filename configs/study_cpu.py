@@ -6,16 +6,16 @@ batch 128 (1.1 epochs of the 45,000 training images; 40 warmup steps, cosine), 4
 the 5,000 held-out images. Then vit_jax.figures on seed 0 of each placement and the report.
 Accuracies are far from converged (~10% top-1): this config checks the tooling end to end on the
 real data and shows what the report looks like; configs/study.py is the real experiment.
-Each run also pays ~15 s of start-up (imports, decoding the archive, compilation; seeds after
-the first reuse the sweep's compilation cache). On an idle machine the grid could afford ~3x the
-steps within 30 minutes; 400 keeps it under 30 minutes on a shared, loaded one too.
+Each run also pays start-up (imports, decoding the archive, compilation; seeds after the first
+reuse the sweep's compilation cache). 400 steps keep the grid under 30 minutes on a shared,
+loaded machine too.
 
   python -m vit_jax.sweep --config=configs/study_cpu.py --workdir=runs/study_cpu \
       --config.data.archive=../shared/data/cifar-100-binary-train.tar.gz
 
 The archive holds only the train split, so `sweep.eval_test` stays False.
-Measured 2026-11-29 on the idle 2-core VM: 8.8 minutes for the 12 runs, inspection and report
-(~45 s per run); results in the README section "The norm-placement study".
+Expected / runtime (latest run, 2026-11-29, idle 2-core AMD EPYC VM): 8.8 minutes for the 12
+runs, inspection and report; the report's table is in the README, "Results".
 """
 
 from configs import common

@@ -151,8 +151,8 @@ def test_committed_notebook_is_clean(path):
     if cell.cell_type != 'code':
       continue
     assert cell.outputs == [] and cell.execution_count is None, (
-        f'{os.path.basename(path)} has outputs: strip them before committing (the README\'s '
-        '"Open in Colab" section has a one-liner)')
+        f'{os.path.basename(path)} has outputs: strip them before committing (docs/colab.md '
+        'has a one-liner)')
     for name in FORBIDDEN:
       assert name not in cell.source, f'{os.path.basename(path)} uses {name}'
 

@@ -1,7 +1,7 @@
 """XLA:CPU kernels: the same functions as the reference ViT (vit_jax/models.py), faster on CPU.
 
 Each piece was measured on 2 CPU cores (benchmarks/train_step.py; numbers in the docstrings and
-the README's benchmarks) and none on a GPU or TPU, so `config.model.kernels` turns them on only
+docs/benchmarks.md) and none on a GPU or TPU, so `config.model.kernels` turns them on only
 where they have been measured: 'auto' means these on the CPU backend and the reference elsewhere.
 Every kernel keeps the reference's parameter names, shapes and initialisation (tested), so a
 checkpoint does not know which kernels trained it. tests/test_cpu_kernels.py checks each one
@@ -84,7 +84,7 @@ class Dropout(nn.Module):
   by 1 / (that exact keep probability), so the output is unbiased; the drop probability differs
   from `rate` by at most 2^-17. Measured on 2 CPU cores (benchmarks/train_step.py, dropout 0.1
   everywhere): 16 bits: seed 001's step 69 -> 82 img/s, seed 000's 113 -> 120 img/s; unrolled
-  threefry: see the README's benchmarks.
+  threefry: see docs/benchmarks.md.
   """
   rate: float
 
@@ -163,7 +163,7 @@ class MultiHeadDotProductAttention(nn.Module):
   """Self-attention with the reference's parameters (nn.MultiHeadDotProductAttention's names,
   shapes and init: query/key/value/out), laid out for XLA:CPU; sows weights only when asked.
 
-  Layouts measured on XLA:CPU (see the README's benchmarks): q, k and v are each one
+  Layouts measured on XLA:CPU (see docs/benchmarks.md): q, k and v are each one
   plain [tokens, width] x [width, heads * head_dim] matmul with the bias added token-major (its
   gradient is then a contiguous column sum; as `bqhd` einsums, XLA:CPU reduced it through a
   transposed layout), the attention output stays head-major [batch, heads, tokens, head_dim]
@@ -238,7 +238,7 @@ class MultiHeadDotProductAttention(nn.Module):
     example and the output one [tokens, heads * tokens] x [heads * tokens, width] matmul, with
     no output projection. Matmul FLOPs per layer: 2 t w (h w) + 2 h t^2 w instead of
     4 t w (h d) + 2 h t^2 d, fewer whenever head_dim >= width; on XLA:CPU the large per-example
-    GEMMs also run faster than per-head batches (see the README's benchmarks). Parameters,
+    GEMMs also run faster than per-head batches (see docs/benchmarks.md). Parameters,
     their names, initial values and the sown weights are the standard path's; only float
     rounding and which dropout bit lands on which weight differ.
     """

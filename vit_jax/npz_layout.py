@@ -5,7 +5,7 @@ Why separate: reading and naming the official layout is what both directions nee
 `python -m vit_jax.pretrained --inspect` prints; fitting a file to a model (head, pos-emb
 resampling, shape checks) and exporting ours are `vit_jax.pretrained`. Nothing here builds a model.
 
-The official files (ViT paper, AugReg; gs://vit_models/{imagenet21k,augreg}/*.npz, see the README)
+The official files (ViT paper, AugReg; gs://vit_models/{imagenet21k,augreg}/*.npz, see docs/pretrained.md)
 hold the parameter tree flattened with '/' (`np.savez`), e.g. `Transformer/encoderblock_0/
 MultiHeadDotProductAttention_1/query/kernel`. Our model (`vit_jax/models.py`, norm placement
 `pre`, classifier `token`) uses the same names, so the mapping is the identity plus a few
@@ -151,8 +151,8 @@ def read_npz(path: str) -> dict[str, np.ndarray]:
   if not os.path.exists(path):
     raise PretrainedError(
         f'Pretrained file {path!r} does not exist. Download an official checkpoint first, e.g. '
-        'https://storage.googleapis.com/vit_models/imagenet21k/ViT-B_16.npz (see the README, '
-        '"Pretrained checkpoints and fine-tuning").')
+        'https://storage.googleapis.com/vit_models/imagenet21k/ViT-B_16.npz (see '
+        'docs/pretrained.md).')
   try:
     with np.load(path, allow_pickle=False) as f:
       raw = {k: f[k] for k in f.files}

@@ -197,7 +197,7 @@ def _training_problems(config: ml_collections.ConfigDict) -> list[str]:
       p.append(f'trainable={config.trainable!r} is not a valid regular expression ({e}).')
   if config.init_from and not os.path.isfile(config.init_from):
     p.append(f'init_from={config.init_from!r} is not a file; give the path of an official-layout '
-             'ViT .npz (see README "Pretrained checkpoints"), or "" for random init.')
+             'ViT .npz (see docs/pretrained.md), or "" for random init.')
   if config.init_head not in pretrained.INIT_HEADS:
     p.append(f'init_head={config.init_head!r}: expected one of {pretrained.INIT_HEADS}.')
   if config.init_from and config.model.posemb != 'learn':
