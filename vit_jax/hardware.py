@@ -13,8 +13,9 @@ A setting is on by default only where it was measured to win on every machine ki
   host_malloc               'default' (glibc untouched). 'huge_pages' / 'one_heap' won on the
                             Intel VM and lost on AMD Zen 2; opt in and check with
                             `python benchmarks/train_step.py --host_malloc_modes=default,huge_pages,one_heap`.
-  concurrent_microbatches   (0 = auto) 1. 2 parts won +10% for the seed configs on the 2-core Intel VM only;
-                            opt in with --config.concurrent_microbatches=2.
+  concurrent_microbatches   (0 = auto) 1. 2 parts won for the seed configs on the 2-core Intel
+                            (+10%) and Zen 3 (+15%) VMs, never measured on Zen 2 or for other
+                            shapes; opt in with --config.concurrent_microbatches=2.
   model.attention_impl      'folded' on CPU where head_dim >= hidden_size (the folded form is
                             the same function in fewer FLOPs there: an arithmetic property, not
                             a host tuning), else 'xla'.
