@@ -14,6 +14,7 @@ import cifar_fixtures
 from configs import common
 from vit_jax import checkpoint
 from vit_jax import data
+from vit_jax import hardware
 from vit_jax import models
 from vit_jax import train
 
@@ -296,3 +297,20 @@ def test_ema_resumes_exactly_and_is_evaluated(archive, tmp_path, monkeypatch):
 def test_workdir_files(reference):
   assert os.path.isfile(os.path.join(reference, 'config.json'))
   assert glob.glob(os.path.join(reference, 'tensorboard', 'events.out.tfevents.*'))
+
+
+def test_distributed_initialize_comes_before_any_backend_use(archive, monkeypatch):
+  """jax.distributed.initialize must run before JAX touches a backend, which resolving the
+  'auto' hardware fields does (jax.default_backend())."""
+  order = []
+  monkeypatch.setattr(jax.distributed, 'initialize', lambda: order.append('initialize'))
+  real_resolve = hardware.resolve
+
+  def resolve(config, backend=None):
+    order.append('resolve')
+    return real_resolve(config, backend)
+
+  monkeypatch.setattr(hardware, 'resolve', resolve)
+  config, _, _ = train._setup(tiny_config(archive, distributed=True))  # pylint: disable=protected-access
+  assert order == ['initialize', 'resolve']
+  assert config.host_malloc != 'auto' and config.concurrent_microbatches >= 1

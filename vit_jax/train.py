@@ -335,14 +335,19 @@ def evaluate_state(eval_fn: Callable, state: TrainState,
 
 
 def _setup(config: ml_collections.ConfigDict):
-  """Validation, data info and the model: everything that can fail before any compile."""
+  """The resolved config, the data and the model: everything that can fail before any compile.
+
+  `jax.distributed.initialize` comes first: it must run before anything touches a JAX backend,
+  which resolving the 'auto' hardware fields does.
+  """
   if config.distributed:
     jax.distributed.initialize()
+  config = hardware.resolve(config)  # the hardware settings left at 'auto', for this backend
   validation.validate_config(config, num_devices=jax.device_count(),
                              num_processes=jax.process_count())
   source = data.load_data(config.data)  # the one read of the data; passed to every iterator
   model = models.create_model(config.model, source.info.num_classes)
-  return source, model
+  return config, source, model
 
 
 def abstract_train_state(model, tx, config, image_shape, mesh) -> TrainState:
@@ -369,8 +374,7 @@ def _eval_batches(config, split: str, source, mesh) -> Callable[[], Iterator[dic
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config` in `workdir`, resuming from its newest checkpoint; returns final metrics."""
   # ---------------------------------------------------------------- setup
-  config = hardware.resolve(config)  # the hardware settings left at 'auto', for this backend
-  source, model = _setup(config)
+  config, source, model = _setup(config)
   info = source.info
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
@@ -498,10 +502,10 @@ def restore_for_eval(config: ml_collections.ConfigDict, workdir: str, checkpoint
   """The checkpoint `checkpoint_spec` of `workdir` (see `checkpoint.load`) restored into the
   configured model's TrainState on this host's mesh: (state, step, model, source, mesh).
   Used by --mode=eval and by the study's figures."""
-  config = hardware.resolve(config)
   if source is None:
-    source, model = _setup(config)
-  else:
+    config, source, model = _setup(config)
+  else:  # the caller loaded the data of a validated config
+    config = hardware.resolve(config)
     model = models.create_model(config.model, source.info.num_classes)
   mesh = create_mesh()
   image_shape = image_shape_of(config)
