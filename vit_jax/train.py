@@ -479,8 +479,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
 
         # ---------------------------------------------------------------- checkpoint
         if save:
-          val_rank = ({checkpoint.BEST_METRIC: last_val['top1']}
-                      if run_eval and last_val else None)
+          val_rank = {checkpoint.BEST_METRIC: last_val['top1']} if run_eval else None
           checkpoint.save(manager, step, state, val_rank)
         if stop.signal is not None:
           logger.warning('Stopped by signal at step %d; rerun the same command to resume.', step)
@@ -523,13 +522,13 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
   `checkpoint_spec`: '' or 'latest' (newest), 'best' (by val top-1), a step number, or the path
   WORKDIR/checkpoints/<step>. Safe to run while another process trains in the same workdir.
   """
+  if checkpoint_spec and os.sep in checkpoint_spec:  # the record goes to that step's workdir
+    workdir, checkpoint_spec = checkpoint.split_checkpoint_path(checkpoint_spec)
   state, step, model, source, mesh = restore_for_eval(config, workdir, checkpoint_spec)
   split = config.data.eval_split
   record = {'step': step, 'split': split,
             **evaluate_state(jit_eval_step(model, mesh), state,
                              _eval_batches(config, split, source, mesh))}
-  if checkpoint_spec and os.sep in checkpoint_spec:
-    workdir = checkpoint.split_checkpoint_path(checkpoint_spec)[0]
   if jax.process_index() == 0:
     log = MetricsLog(workdir)
     log.write(record)
