@@ -139,9 +139,10 @@ def set_value(config, dotted: str, value: Any) -> None:
 def model_shape(config) -> dict:
   """The model's shapes after `variant` expansion (what the FLOP count and the peers need)."""
   from vit_jax import models  # pylint: disable=g-import-not-at-top
+  from vit_jax import variants  # pylint: disable=g-import-not-at-top
   fields = dict(config.model)
   if fields.get('variant'):
-    fields.update(models.parse_variant(fields['variant']))
+    fields.update(variants.parse_variant(fields['variant']))
   # The model sees `data.image_size` pixels: resizing is done by the input pipeline.
   size = config.data.image_size
   p = fields['patch_size']

@@ -20,8 +20,9 @@ def get_model_config() -> ml_collections.ConfigDict:
   model.mlp_dim = 768                # int, or a tuple of hidden widths
   model.mlp_activate_output = False  # Keras seed applies GELU on the MLP output too
   model.head_dim = placeholder(int)  # per-head q/k/v width; None = hidden_size // num_heads
-  model.norm_placement = 'pre'       # 'pre' | 'post' | 'addnorm' | 'sandwich' | 'attn_in_mlp_out' | 'none' | 'attn:in,mlp:in+out'
-  model.final_norm = placeholder(bool)  # None = from the placement; True / False override
+  model.norm_placement = 'pre'       # a preset of vit_jax/norms.py (pre, post, respost, deepnorm, mixln, ...) or a spec
+  model.norm_type = 'layernorm'      # layernorm | rmsnorm | dyt | none: every site the spec does not type
+  model.final_norm = placeholder(bool)  # None = the spec's encoder:final; True / False override
   model.layer_norm_epsilon = 1e-6
   model.classifier = 'token'         # 'token' | 'gap' | 'flatten'
   model.posemb = 'learn'             # 'learn' | 'sincos2d'

@@ -9,6 +9,7 @@ import jax
 import numpy as np
 
 from vit_jax import models
+from vit_jax import norms
 
 TINY = dict(patch_size=4, hidden_size=32, num_layers=2, num_heads=4, mlp_dim=64)
 IMAGES = np.random.default_rng(0).normal(size=(2, 16, 16, 3)).astype(np.float32)  # 16 patches
@@ -19,6 +20,12 @@ NUM_CLASSES = 5
 
 def tiny(**overrides) -> models.VisionTransformer:
   return models.VisionTransformer(num_classes=NUM_CLASSES, **{**TINY, **overrides})
+
+
+def make_block(placement='pre', **fields) -> models.Encoder1DBlock:
+  """One encoder block with the norms of a one-layer `placement` (preset or spec)."""
+  spec = norms.parse_spec(placement, 1)
+  return models.Encoder1DBlock(norm_spec=spec, block=spec.layers[0], **fields)
 
 
 def param_shapes(module, x, *static_args):

@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from model_fixtures import IMAGES, TOKENS, flat_names, random_params, ref_attention, ref_model, rng, tiny
+from model_fixtures import (IMAGES, TOKENS, flat_names, make_block, random_params, ref_attention,
+                            ref_model, rng, tiny)
 from vit_jax import cpu_kernels, models
 
 
@@ -198,11 +199,10 @@ def test_random_bits_are_jax_random_bits(impl):
 def test_cpu_block_gradients_are_the_reference_autodiff(attention_impl):
   """The CPU kernels' block (re-laid-out or folded attention) has the plain-Flax block's
   gradients, with respect to every parameter and the input."""
-  make = lambda kernels, impl: models.Encoder1DBlock(
-      num_heads=2, head_dim=32, mlp_dim=64, norm_placement='sandwich', kernels=kernels,
-      attention_impl=impl)
+  make = lambda kernels, impl: make_block(
+      'sandwich', num_heads=2, head_dim=32, mlp_dim=64, kernels=kernels, attention_impl=impl)
   reference, cpu = make('reference', 'xla'), make('cpu', attention_impl)
-  params = random_params(reference, TOKENS, 0.0, False)
+  params = random_params(reference, TOKENS, 0.0)
   probe = np.random.default_rng(5).normal(size=TOKENS.shape).astype(np.float32)
   grad = lambda m: jax.jit(jax.grad(
       lambda p, x: jnp.sum(probe * m.apply({'params': p}, x)), argnums=(0, 1)))(params, TOKENS)

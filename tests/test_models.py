@@ -1,5 +1,6 @@
-"""Tests for vit_jax/models.py (and norms.py): shapes, names, each norm placement computes its
-formula under both kernel settings, and the kernels do not change the parameters.
+"""Tests for vit_jax/models.py: shapes, names, the block positions compute their formula under
+both kernel settings, and the kernels do not change the parameters (every norm scheme of
+norms.py against its paper: tests/test_norms.py).
 
 Parameters come from `jax.eval_shape(init)` filled with numpy noise (see model_fixtures.py).
 """
@@ -12,10 +13,11 @@ import ml_collections
 import numpy as np
 import pytest
 
-from model_fixtures import (IMAGES, NUM_CLASSES, REF_LN, TOKENS, flat_names, param_shapes,
-                            random_params, ref_block, ref_model, rng, tiny, train_apply)
+from model_fixtures import (IMAGES, NUM_CLASSES, REF_LN, TOKENS, flat_names, make_block,
+                            param_shapes, random_params, ref_block, ref_model, rng, tiny, train_apply)
+from vit_jax import layers
 from vit_jax import models
-from vit_jax import norms
+
 
 KERNELS = ('reference', 'cpu')  # the two settings 'auto' resolves to
 
@@ -116,51 +118,13 @@ PLACEMENTS = {  # spec -> (attn positions, mlp positions), written out independe
 }
 
 
-@pytest.mark.parametrize('spec', PLACEMENTS)
-def test_parse_norm_placement(spec):
-  attn, mlp = PLACEMENTS[spec]
-  p = norms.parse_norm_placement(spec)
-  assert (p.attn, p.mlp) == (attn, mlp)
-  assert p.final_norm == ('res' not in mlp)
-  assert norms.parse_norm_placement(p.spec) == p
-  assert norms.parse_norm_placement(p) is p
-
-
-@pytest.mark.parametrize('spec,fragments', [
-    ('prenorm', ['unknown preset', "'prenorm'", 'pre', 'post', 'addnorm', 'sandwich',
-                 "'attn:in,mlp:in+out'"]),
-    ('attn:in', ["'mlp'", 'not given', "'attn:in,mlp:in+out'"]),
-    ('attn:in,mlp:inn', ["unknown position 'inn'", 'in, out, res']),
-    ('attn:in,ffn:in', ["unknown sublayer 'ffn'", 'attn, mlp']),
-    ('attn:in,attn:out,mlp:in', ["'attn' named more than once"]),
-    ('attn=in,mlp:in', ['malformed', "'attn=in'"]),
-    ('attn:in:out,mlp:in', ['malformed']),
-    ('attn:in+in,mlp:in', ['repeated position']),
-    ('attn:none+in,mlp:in', ["unknown position 'none'"]),
-    ('', ['unknown preset']),
-    ('seed', ["preset 'seed' is now called 'attn_in_mlp_out'"]),  # the old name says what is new
-    (None, ['expected a string']),
-])
-def test_bad_norm_placement(spec, fragments):
-  with pytest.raises(ValueError) as e:
-    norms.parse_norm_placement(spec)
-  for fragment in fragments:
-    assert fragment in str(e.value)
-
-
-def test_bad_norm_placement_in_model():
-  with pytest.raises(ValueError, match='unknown preset'):
-    param_shapes(tiny(norm_placement='prenorm'), IMAGES)
-
-
 @pytest.mark.parametrize('kernels', KERNELS)
 @pytest.mark.parametrize('spec', PLACEMENTS)
 def test_block_computes_its_formula(spec, kernels):
   attn, mlp = PLACEMENTS[spec]
-  block = models.Encoder1DBlock(num_heads=4, head_dim=8, mlp_dim=64, norm_placement=spec,
-                                kernels=kernels)
+  block = make_block(spec, num_heads=4, head_dim=8, mlp_dim=64, kernels=kernels)
   x = TOKENS
-  params = random_params(block, x, 0.0, False)
+  params = random_params(block, x, 0.0)
   want = {REF_LN[s, p] for s, on in (('attn', attn), ('mlp', mlp)) for p in on}
   assert {k for k in params if k.startswith('LayerNorm')} == want
   out = block.apply({'params': params}, x)
@@ -169,10 +133,10 @@ def test_block_computes_its_formula(spec, kernels):
 
 def test_block_mlp_widths_and_head_dim():
   """Several MLP widths, GELU on the output, head_dim != width / heads."""
-  block = models.Encoder1DBlock(num_heads=2, head_dim=24, mlp_dim=(48, 40),
-                                mlp_activate_output=True, norm_placement='sandwich')
+  block = make_block('sandwich', num_heads=2, head_dim=24, mlp_dim=(48, 40),
+                     mlp_activate_output=True)
   x = TOKENS
-  params = random_params(block, x, 0.0, False)
+  params = random_params(block, x, 0.0)
   assert params['MultiHeadDotProductAttention_1']['query']['kernel'].shape == (32, 2, 24)
   assert params['MlpBlock_3']['Dense_2']['kernel'].shape == (40, 32)
   out = jax.jit(block.apply)({'params': params}, x)  # jit: new shapes would compile op by op
@@ -201,9 +165,9 @@ def test_final_norm_rule(spec, override):
 
 
 def test_post_block_output_is_normalized():
-  block = models.Encoder1DBlock(num_heads=4, head_dim=8, mlp_dim=64, norm_placement='post')
+  block = make_block('post', num_heads=4, head_dim=8, mlp_dim=64)
   x = 3.0 + 5.0 * TOKENS
-  params = random_params(block, x, 0.0, False)
+  params = random_params(block, x, 0.0)
   params = {k: ({'scale': np.ones(32), 'bias': np.zeros(32)} if k.startswith('LayerNorm') else v)
             for k, v in params.items()}  # the default LN init
   out = np.asarray(block.apply({'params': params}, x))
@@ -235,19 +199,19 @@ def test_each_dropout_acts_in_training(field, kernels):
 
 
 def test_drop_path_rates_are_linear():
-  np.testing.assert_allclose(models.drop_path_rates(0.3, 4), [0.0, 0.1, 0.2, 0.3], atol=1e-7)
+  np.testing.assert_allclose(layers.drop_path_rates(0.3, 4), [0.0, 0.1, 0.2, 0.3], atol=1e-7)
 
 
 def test_drop_path_drops_whole_examples():
   y = np.ones((512, 3, 4), np.float32)
-  out = np.asarray(models.DropPath().apply({}, y, 0.25, deterministic=False,
+  out = np.asarray(layers.DropPath().apply({}, y, 0.25, deterministic=False,
                                            rngs={'dropout': rng(0)}))
   per_example = out.reshape(512, -1)
   assert (per_example.min(1) == per_example.max(1)).all()  # all or nothing per example
   kept = per_example[:, 0] != 0
   np.testing.assert_allclose(per_example[kept], 1 / 0.75, rtol=1e-6)
   assert 0.15 < (per_example[:, 0] == 0).mean() < 0.35
-  traced = jax.jit(lambda r: models.DropPath().apply(
+  traced = jax.jit(lambda r: layers.DropPath().apply(
       {}, y, r, deterministic=False, rngs={'dropout': rng(0)}))
   np.testing.assert_array_equal(traced(0.25), out)  # traced rate (as under scan) agrees
   np.testing.assert_array_equal(traced(1.0), 0.0)
@@ -263,10 +227,10 @@ def test_stochastic_depth():
   np.testing.assert_allclose(train_apply(base, params, 0), want, atol=1e-6)  # rate 0: no-op
   assert not np.allclose(train_apply(deep, params, 0), want)
   # A block whose branches are always dropped is the identity for pre-norm.
-  block = models.Encoder1DBlock(num_heads=4, head_dim=8, mlp_dim=64)
+  block = make_block('pre', num_heads=4, head_dim=8, mlp_dim=64)
   x = TOKENS
-  bp = random_params(block, x, 0.0, False)
-  out = block.apply({'params': bp}, x, 1.0, True, rngs={'dropout': rng(0)})
+  bp = random_params(block, x, 0.0)
+  out = block.apply({'params': bp}, x, 1.0, train=True, rngs={'dropout': rng(0)})
   np.testing.assert_array_equal(out, x)
 
 
@@ -310,7 +274,7 @@ def test_invalid_fields():
 
 
 def test_sincos_posemb_table():
-  pe = models.posemb_sincos_2d(3, 4, 16)  # [1, 12, 16]
+  pe = layers.posemb_sincos_2d(3, 4, 16)  # [1, 12, 16]
   assert pe.shape == (1, 12, 16)
   omega = 1.0 / 10_000**(np.arange(4) / 3)
   row, col = 2, 3  # token 11

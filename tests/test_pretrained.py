@@ -19,13 +19,15 @@ import npz_fixtures
 from configs import common
 from configs import finetune_cifar100
 from vit_jax import checkpoint
-from vit_jax import validation
 from vit_jax import models
+from vit_jax import norms
 from vit_jax import npz_layout
-from vit_jax import resnet
 from vit_jax import optim
 from vit_jax import pretrained
+from vit_jax import resnet
 from vit_jax import train
+from vit_jax import validation
+from vit_jax import variants
 
 POSEMB = 'Transformer/posembed_input/pos_embedding'
 # A small model in the official layout: Ti width, 2 layers (fast to write and to run).
@@ -95,15 +97,15 @@ def test_model_zoo_variants():
     assert (m.hidden_size, m.num_layers, m.num_heads, m.mlp_dim, m.patch_size) == sizes, variant
     assert m.resnet_layers == ()  # '<size>/<patch>' is a pure ViT
   for spelled in ('ViT-B_16', 'B_16'):
-    assert models.parse_variant(spelled) == models.parse_variant('B/16')
+    assert variants.parse_variant(spelled) == variants.parse_variant('B/16')
   hybrid = models.create_model({'variant': 'R50+B/16'}, 10)
   assert (hybrid.resnet_layers, hybrid.patch_size, hybrid.hidden_size) == ((3, 4, 9), 1, 768)
-  assert models.parse_variant('R50+ViT-L_32')['resnet_layers'] == (3, 4, 6, 3)
-  assert models.parse_variant('R26_S_32')['resnet_layers'] == (2, 2, 2, 2)
+  assert variants.parse_variant('R50+ViT-L_32')['resnet_layers'] == (3, 4, 6, 3)
+  assert variants.parse_variant('R26_S_32')['resnet_layers'] == (2, 2, 2, 2)
   with pytest.raises(ValueError, match='R50\\+<size>/16'):
-    models.parse_variant('R50+B/8')
+    variants.parse_variant('R50+B/8')
   with pytest.raises(ValueError, match="'Q/16'"):
-    models.parse_variant('Q/16')
+    variants.parse_variant('Q/16')
 
 
 # ----------------------------------------------------------------------------- loading
@@ -226,6 +228,35 @@ def test_mismatches_raise_an_error_listing_the_names(ti16_file, small_file, capl
   pretrained.load_pretrained(path, init(**small, norm_placement='post'), allow_unused=True)
 
 
+@pytest.mark.parametrize('placement,scan', [(p, False) for p in norms.NORM_PRESETS] +
+                         [('pre,mixln=0.5', True), ('resi_dual', True)])
+def test_pre_ln_file_loads_into_every_scheme(small_file, caplog, placement, scan):
+  """An official (pre-LN) file fills every parameter the scheme shares with it by name and
+  shape; the scheme's own (other norm sites, DyT's alpha, LayerScale, ...) keep their fresh
+  init and are logged; the pre-LN norms a scheme lacks are reported, not loaded."""
+  path, arrays = small_file
+  config = dict(hidden_size=192, num_heads=3, mlp_dim=768, patch_size=16, num_layers=2,
+                representation_size=192, norm_placement=placement, scan=scan)
+  init = jax.tree.map(lambda s: np.full(s.shape, 7, s.dtype),
+                      abstract_params(models.create_model(config, 10), 224))
+  caplog.set_level(logging.INFO, logger='vit_jax.pretrained')
+  flat = npz_layout.unstack_scanned(npz_layout.flatten(
+      pretrained.load_pretrained(path, init, allow_unused=True)))[0]
+  source = npz_layout.canonicalize(arrays)
+  fresh = sorted(n for n in flat if n not in source and not n.startswith('head/'))
+  for name, value in flat.items():
+    if name in source and not name.startswith('head/'):
+      np.testing.assert_array_equal(value, source[name], err_msg=name)
+    else:
+      assert (value == 7).all(), name  # its init, untouched
+  assert 'embedding/kernel' in flat and 'Transformer/encoderblock_1/MlpBlock_3/Dense_1/kernel' in flat
+  if fresh:
+    assert f'{len(fresh)} model parameters have no counterpart in the file' in caplog.text
+  unused = [n for n in source if n not in flat and not n.startswith(('head/', 'pre_logits/'))]
+  if unused:
+    assert f'{len(unused)} file parameters have no place in the model' in caplog.text
+
+
 # ----------------------------------------------------------------------------- export round trip
 
 
@@ -302,7 +333,7 @@ def test_export_cli_from_a_run(tmp_path, capsys):
   for name, value in npz_layout.flatten(params).items():
     np.testing.assert_array_equal(flat[name], value)
   assert pretrained.compatibility_problems(config.model.to_dict()) == [
-      "norm_placement='addnorm' (official ViTs are pre-LN)"]
+      "norm_placement='addnorm' (official ViTs are pre-LN with LayerNorm)"]
   assert pretrained.main(['--workdir', workdir, '--out', out, '--ema']) == 2  # no EMA saved
   assert pretrained.main(['--inspect', out]) == 0
   assert 'Transformer/encoderblock_0/LayerNorm_mlp_out/scale  (16,)' in capsys.readouterr().out

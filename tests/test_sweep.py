@@ -28,6 +28,8 @@ def test_placements_from_the_command_line():
   assert sweep.split_placements(('pre,post',)) == ('pre', 'post')  # --config...=pre,post
   assert sweep.split_placements(('pre', 'attn:in,mlp:out')) == ('pre', 'attn:in,mlp:out')
   assert sweep.split_placements('sandwich') == ('sandwich',)
+  assert sweep.split_placements(('pre,mixln=0.5', 'deepnorm,dyt')) == (
+      'pre,mixln=0.5', 'deepnorm', 'dyt')  # a spec with options stays whole
 
 
 def test_extra_axes_syntax_and_errors():
@@ -183,3 +185,11 @@ def test_tiny_sweep_end_to_end_and_rerun_skips(tmp_path):
   assert 'done already' in second.stdout
   with open(os.path.join(workdir, 'run.log')) as f:
     assert f.read().count('$ python') == 1  # run.py was not launched again
+
+
+def test_norm_smoke_sweeps_every_preset():
+  from configs import norm_smoke  # pylint: disable=g-import-not-at-top
+  from vit_jax import norms  # pylint: disable=g-import-not-at-top
+  assert norm_smoke.PRESETS == tuple(norms.NORM_PRESETS)
+  runs = sweep.expand_grid(norm_smoke.get_config().sweep, 's')
+  assert [r.placement for r in runs] == list(norms.NORM_PRESETS)

@@ -148,12 +148,14 @@ class _DenseGeneralParams(nn.Module):
   in_shape: tuple[int, ...]
   features: tuple[int, ...]
   param_dtype: Any = jnp.float32
+  init_gain: float = 1.0  # multiplies the initial kernel (DeepNorm's beta, see norms.py)
 
   @nn.compact
   def __call__(self) -> tuple[Array, Array]:
     flat = (math.prod(self.in_shape), math.prod(self.features))
     init = nn.initializers.xavier_uniform()
-    kernel = self.param('kernel', lambda rng, shape, dtype: init(rng, flat, dtype).reshape(shape),
+    kernel = self.param('kernel', lambda rng, shape, dtype: (
+        self.init_gain * init(rng, flat, dtype)).reshape(shape),
                         self.in_shape + self.features, self.param_dtype)
     bias = self.param('bias', nn.initializers.zeros, self.features, self.param_dtype)
     return kernel, bias
@@ -175,6 +177,7 @@ class MultiHeadDotProductAttention(nn.Module):
   head_dim: int
   dropout_rate: float = 0.0
   implementation: str = 'xla'
+  init_gain: float = 1.0  # on the initial value and output kernels (norms.NormSpec.init_gain)
   dtype: Any = jnp.float32
   param_dtype: Any = jnp.float32
 
@@ -208,7 +211,8 @@ class MultiHeadDotProductAttention(nn.Module):
   def _params(self, name: str, in_shape: tuple[int, ...],
               features: tuple[int, ...]) -> tuple[Array, Array]:
     """One projection's (kernel, bias) in the compute dtype (nn.DenseGeneral names and init)."""
-    kernel, bias = _DenseGeneralParams(in_shape, features, self.param_dtype, name=name)()
+    gain = self.init_gain if name in ('value', 'out') else 1.0
+    kernel, bias = _DenseGeneralParams(in_shape, features, self.param_dtype, gain, name=name)()
     return kernel.astype(self.dtype), bias.astype(self.dtype)
 
   def _weights(self, logits: Array, *, heads_first: bool, train: bool) -> Array:

@@ -247,7 +247,7 @@ def inspect_restored(restored: Restored, config, out_dir: str, run_name: str, *,
                      split: str = 'val', max_examples: int = 0,
                      num_tsne: int = NUM_TSNE) -> dict:
   """Every figure for given parameters (from a checkpoint or not); returns the summary."""
-  from vit_jax import models  # pylint: disable=g-import-not-at-top
+  from vit_jax import layers  # pylint: disable=g-import-not-at-top
   model, info = restored.model, restored.source.info
   names = list(info.class_names) or [str(i) for i in range(info.num_classes)]
   geo = geometry(model, config.data.image_size)
@@ -294,7 +294,7 @@ def inspect_restored(restored: Restored, config, out_dir: str, run_name: str, *,
     table = np.asarray(restored.params['Transformer']['posembed_input']['pos_embedding'])[0]
     what = 'learned position embeddings'
   else:
-    table = models.posemb_sincos_2d(*geo.grid, model.hidden_size)[0]
+    table = layers.posemb_sincos_2d(*geo.grid, model.hidden_size)[0]
     what = 'FIXED sin-cos 2D position table (posemb=sincos2d, not learned)'
   table = table[-geo.grid[0] * geo.grid[1]:]  # drop the class token's position
   figures.append(figure_plots.plot_position_similarity(

@@ -18,7 +18,8 @@ A setting is on by default only where it was measured to win on every machine ki
                             shapes; opt in with --config.concurrent_microbatches=2.
   model.attention_impl      'folded' on CPU where head_dim >= hidden_size (the folded form is
                             the same function in fewer FLOPs there: an arithmetic property, not
-                            a host tuning), else 'xla'.
+                            a host tuning) and the norm spec puts nothing inside the attention
+                            (QK-norm, Sub-LN, head scale), else 'xla'.
   model.kernels             'cpu' on CPU (vit_jax/cpu_kernels.py), 'reference' elsewhere.
 """
 
@@ -42,6 +43,18 @@ def head_dim(model_config: Any) -> int:
   return explicit if explicit else model_config['hidden_size'] // model_config['num_heads']
 
 
+def _norms_inside_attention(model_config: Any) -> bool:
+  """Whether the norm spec puts a norm or scale inside the attention (which cannot fold then)."""
+  from vit_jax import attention, norms  # pylint: disable=g-import-not-at-top  (jax: not at start)
+  try:
+    spec = norms.parse_spec(model_config.get('norm_placement', 'pre'),
+                            model_config.get('num_layers', 1),
+                            model_config.get('norm_type', 'layernorm'))
+  except ValueError:
+    return False  # validation reports it
+  return attention.needs_plain_attention(spec)
+
+
 def kernels(value: str, backend: str) -> str:
   """model.kernels with 'auto' resolved: the CPU kernels on the CPU backend, where they were
   measured; the plain Flax reference elsewhere."""
@@ -55,7 +68,8 @@ def model_settings(model_config: Any, backend: str) -> dict[str, Any]:
   on_cpu = backend == 'cpu'
   resolved = {}
   if model_config.get('attention_impl') == AUTO:
-    folds = on_cpu and head_dim(model_config) >= model_config['hidden_size']
+    folds = (on_cpu and head_dim(model_config) >= model_config['hidden_size'] and
+             not _norms_inside_attention(model_config))
     resolved['attention_impl'] = 'folded' if folds else 'xla'
   if model_config.get('kernels') == AUTO:
     resolved['kernels'] = kernels(AUTO, backend)

@@ -25,7 +25,7 @@ import collections
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -33,9 +33,11 @@ import numpy as np
 from vit_jax import checkpoint
 from vit_jax import models
 from vit_jax import resnet
+from vit_jax import variants
 
 POSEMB = 'Transformer/posembed_input/pos_embedding'
 BLOCK_NAME = re.compile(r'^Transformer/encoderblock_(\d+)/')
+SCANNED_NAME = re.compile(r'^Transformer/encoderblock(?:_(\d+)-(\d+))?/')  # models.scan_names
 GROUPNORM_NAME = re.compile(r'(^|/)gn(\d+|_root|_proj)/(scale|bias)$')
 
 # Every name of the official layout (ViT, optional pre_logits, R+ViT hybrids).
@@ -85,34 +87,50 @@ def unflatten(flat: Mapping[str, Any]) -> dict:
   return tree
 
 
-def unstack_scanned(flat: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], int | None]:
-  """'Transformer/encoderblock/X' [layers, ...] -> 'Transformer/encoderblock_{i}/X'."""
-  stacked = {k: v for k, v in flat.items() if k.startswith('Transformer/encoderblock/')}
-  if not stacked:
+def unstack_scanned(flat: dict[str, np.ndarray]
+                    ) -> tuple[dict[str, np.ndarray], list[tuple[int, int]] | None]:
+  """Scanned blocks -> 'Transformer/encoderblock_{i}/X'; returns their (first, end) layer
+  segments for `stack_scanned`, or None when nothing was scanned.
+
+  A scanned stack is 'Transformer/encoderblock/X' [layers, ...], or, when the norm spec changes
+  over depth, one 'Transformer/encoderblock_{a}-{b}/X' [b - a + 1, ...] per run of identical
+  layers (`models.scan_names`).
+  """
+  out, lengths = {}, collections.defaultdict(set)
+  for k, v in flat.items():
+    m = SCANNED_NAME.match(k)
+    if not m:
+      out[k] = v
+      continue
+    first = int(m.group(1)) if m.group(1) else 0
+    lengths[first].add(v.shape[0])
+    if m.group(1) and v.shape[0] != int(m.group(2)) - first + 1:
+      raise PretrainedError(f'{k}: {v.shape[0]} stacked layers, but its name says layers '
+                            f'{m.group(1)}-{m.group(2)}.')
+    for i in range(v.shape[0]):
+      out[f'Transformer/encoderblock_{first + i}/{k[m.end():]}'] = v[i]
+  if not lengths:
     return flat, None
-  num_layers = {v.shape[0] for v in stacked.values()}
-  if len(num_layers) != 1:
-    raise PretrainedError(f'Scanned encoder blocks with different leading (layer) axes: '
-                          f'{sorted(num_layers)}.')
-  n = num_layers.pop()
-  out = {k: v for k, v in flat.items() if k not in stacked}
-  for k, v in stacked.items():
-    rest = k[len('Transformer/encoderblock/'):]
-    for i in range(n):
-      out[f'Transformer/encoderblock_{i}/{rest}'] = v[i]
-  return out, n
+  uneven = {a: sorted(n) for a, n in lengths.items() if len(n) != 1}
+  if uneven:
+    raise PretrainedError(f'Scanned encoder blocks with different leading (layer) axes: {uneven}.')
+  return out, [(a, a + n.pop()) for a, n in sorted(lengths.items())]
 
 
-def stack_scanned(flat: dict[str, np.ndarray], num_layers: int) -> dict[str, np.ndarray]:
-  """Inverse of `unstack_scanned`."""
+def stack_scanned(flat: dict[str, np.ndarray],
+                  segments: int | Sequence[tuple[int, int]]) -> dict[str, np.ndarray]:
+  """Inverse of `unstack_scanned` (`segments`: its result, or a layer count for one stack)."""
+  segments = [(0, segments)] if isinstance(segments, int) else list(segments)
   out = {k: v for k, v in flat.items() if not BLOCK_NAME.match(k)}
   per_name = collections.defaultdict(dict)
   for k, v in flat.items():
     m = BLOCK_NAME.match(k)
     if m:
       per_name[k[m.end():]][int(m.group(1))] = v
-  for rest, layers in per_name.items():
-    out[f'Transformer/encoderblock/{rest}'] = np.stack([layers[i] for i in range(num_layers)])
+  for name, (a, b) in zip(models.scan_names(segments), segments):
+    for rest, layers in per_name.items():
+      if a in layers:
+        out[f'Transformer/{name}/{rest}'] = np.stack([layers[i] for i in range(a, b)])
   return out
 
 
@@ -196,7 +214,7 @@ def describe(flat: Mapping[str, np.ndarray]) -> dict[str, Any]:
                       k.split('/')[2].startswith('LayerNorm')})
   d['block_layernorms'] = placement
   sizes = (d.get('hidden_size'), d['num_layers'], d.get('num_heads'), d.get('mlp_dim'))
-  name = next((v for v, s in models.VARIANTS.items() if s == sizes), None)
+  name = next((v for v, s in variants.VARIANTS.items() if s == sizes), None)
   if name and 'patch_size' in d:
     if not d['resnet_layers']:
       d['variant'] = f'{name}/{d["patch_size"]}'

@@ -41,6 +41,7 @@ from vit_jax import checkpoint
 from vit_jax import models
 from vit_jax import norms
 from vit_jax import npz_layout
+from vit_jax import variants
 
 logger = logging.getLogger(__name__)
 
@@ -257,15 +258,17 @@ def compatibility_problems(model_config: Mapping[str, Any]) -> list[str]:
   """
   m = dict(model_config)
   if m.get('variant'):
-    m.update(models.parse_variant(m['variant']))
+    m.update(variants.parse_variant(m['variant']))
   p = []
   try:
-    placement = norms.parse_norm_placement(m.get('norm_placement', 'pre'))
-    if placement.spec != norms.NORM_PRESETS['pre']:
-      p.append(f"norm_placement={m.get('norm_placement')!r} (official ViTs are pre-LN)")
-    final = m.get('final_norm')
-    if final is False or (final is None and not placement.final_norm):
-      p.append('no final encoder LayerNorm')
+    spec = norms.with_final_norm(
+        norms.parse_spec(m.get('norm_placement', 'pre'), m.get('num_layers', 12),
+                         m.get('norm_type', 'layernorm')), m.get('final_norm'))
+    if spec.spec != norms.NORM_PRESETS['pre']:
+      kind = m.get('norm_type', 'layernorm')
+      p.append(f"norm_placement={m.get('norm_placement')!r}" +
+               (f', norm_type={kind!r}' if kind != 'layernorm' else '') +
+               ' (official ViTs are pre-LN with LayerNorm)')
   except ValueError as e:
     p.append(str(e))
   checks = [

@@ -14,9 +14,10 @@ the same recipe, and a sweep that survives interruption. Each run is a plain
 Every `--config.*` override given to the sweep is passed on to each run, except
 `--config.sweep.*`, which only changes the grid. The grid lives in `config.sweep`:
 
-  sweep.norm_placements  tuple of presets or explicit specs. On the command line:
-                         --config.sweep.norm_placements=pre,post  (names without ':'), or
-                         --config.sweep.norm_placements="('pre','attn:in,mlp:out')" for specs.
+  sweep.norm_placements  tuple of presets or specs (vit_jax/norms.py). On the command line:
+                         --config.sweep.norm_placements=pre,post,deepnorm (preset names), or
+                         --config.sweep.norm_placements="('pre','attn:in,mlp:out','pre,mixln=0.5')"
+                         for specs (an entry with ':' or '=' is one spec).
   sweep.seeds            tuple of ints: --config.sweep.seeds=0,1,2
   sweep.extra_axes       'field=v1,v2;field2=w1,w2' (dotted config fields, ';' between axes,
                          ',' between values), e.g. 'model.num_layers=4,6;learning_rate=1e-3,3e-4'.
@@ -103,14 +104,16 @@ class Run:
 def split_placements(names: Sequence[str] | str) -> tuple[str, ...]:
   """('pre,post',) -> ('pre', 'post'): what `--config.sweep.norm_placements=pre,post` gives.
 
-  An entry with ':' is an explicit spec ('attn:in,mlp:out') and is kept whole.
+  An entry with ':' or '=' is one spec ('attn:in,mlp:out', 'pre,layerscale=1e-4') and is kept
+  whole.
   """
   if isinstance(names, str):
     names = (names,)
   out = []
   for name in names:
     name = str(name).strip()
-    out.extend([name] if ':' in name else [n.strip() for n in name.split(',') if n.strip()])
+    whole = ':' in name or '=' in name
+    out.extend([name] if whole else [n.strip() for n in name.split(',') if n.strip()])
   return tuple(out)
 
 
@@ -175,7 +178,7 @@ def validate_grid(config, runs: Sequence[Run]) -> None:
   problems = []
   for placement in sorted({r.placement for r in runs}):
     try:
-      norms.parse_norm_placement(placement)
+      norms.parse_spec(placement, config.model.num_layers, config.model.norm_type)
     except ValueError as e:
       problems.append(f'sweep.norm_placements: {e}')
   for field, _ in (runs[0].axes if runs else ()):

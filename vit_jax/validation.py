@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import ml_collections
 
+from vit_jax import attention
 from vit_jax import hardware
 from vit_jax import host
 from vit_jax import models
@@ -22,6 +23,7 @@ from vit_jax import norms
 from vit_jax import optim
 from vit_jax import pretrained
 from vit_jax import resnet
+from vit_jax import variants
 from vit_jax.data import cifar
 
 DTYPES = ('float32', 'bfloat16', 'float16')
@@ -92,7 +94,7 @@ def _model_problems(model_config: ml_collections.ConfigDict, image_size: int) ->
   model = ml_collections.ConfigDict(model_config.to_dict())
   if model.variant:
     try:
-      model.update(models.parse_variant(model.variant))  # checks the sizes the model will use
+      model.update(variants.parse_variant(model.variant))  # checks the sizes the model will use
     except ValueError as e:
       p.append(f'model.variant={model.variant!r} is unknown: {e}')
       return p
@@ -122,10 +124,17 @@ def _model_problems(model_config: ml_collections.ConfigDict, image_size: int) ->
              f'{model.num_heads}; change one, or set model.head_dim explicitly.')
   if not _widths(model.mlp_dim) or any(w <= 0 for w in _widths(model.mlp_dim)):
     p.append(f'model.mlp_dim={model.mlp_dim} must be a positive width or a tuple of them.')
-  try:
-    norms.parse_norm_placement(model.norm_placement)
-  except ValueError as e:
-    p.append(f'model.norm_placement: {e}')
+  if model.norm_type not in norms.NORM_TYPES:
+    p.append(f'model.norm_type={model.norm_type!r}: expected one of {", ".join(norms.NORM_TYPES)}.')
+  else:
+    try:
+      spec = norms.parse_spec(model.norm_placement, max(1, model.num_layers), model.norm_type)
+      if model.attention_impl == 'folded' and attention.needs_plain_attention(spec):
+        p.append(f'model.attention_impl=folded folds q and k away, so it cannot hold the QK-norm, '
+                 f'Sub-LN or head scale of model.norm_placement={model.norm_placement!r}; use '
+                 'model.attention_impl=xla (or auto).')
+    except ValueError as e:
+      p.append(f'model.norm_placement: {e}')
   if model.classifier not in models.CLASSIFIERS:
     p.append(f'model.classifier={model.classifier!r}: expected one of {models.CLASSIFIERS}.')
   if model.posemb not in models.POSEMBS:

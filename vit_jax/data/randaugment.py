@@ -74,9 +74,12 @@ def _brightness(x, sign, level):
 
 def _sharpness(x, sign, level):
   """Blend with PIL's SMOOTH filter (interior only; border pixels unchanged)."""
-  k = tf.constant([[1, 1, 1], [1, 5, 1], [1, 1, 1]], tf.float32) / 13.0
-  k = tf.tile(k[:, :, None, None], [1, 1, x.shape[-1], 1])
-  blur = tf.nn.depthwise_conv2d(x, k, [1, 1, 1, 1], 'VALID')
+  # The 3x3 kernel [[1, 1, 1], [1, 5, 1], [1, 1, 1]] / 13 as shifted slices: tf.nn.depthwise_conv2d
+  # returns a wrongly shaped result for an empty batch on some CPUs (AMD Zen 4, TF 2.21), and a
+  # RandAugment layer can give an op no example.
+  _, h, w, _ = x.shape
+  blur = tf.add_n([x[:, i:h - 2 + i, j:w - 2 + j] for i in range(3) for j in range(3)])
+  blur = (blur + 4.0 * x[:, 1:-1, 1:-1]) / 13.0
   paddings = [[0, 0], [1, 1], [1, 1], [0, 0]]
   smooth = tf.pad(blur, paddings) + x - tf.pad(x[:, 1:-1, 1:-1], paddings)
   return _blend(smooth, x, _enhance_factor(sign, level))
