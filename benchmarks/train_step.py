@@ -227,7 +227,20 @@ class Result:
   xla_flops: float
 
 
-def time_ours(config, batch_size: int, steps: int, warmup: int) -> Result:
+@dataclasses.dataclass
+class Compiled:
+  """One config's train step, compiled, with its state and a fixed device batch."""
+  step: Any
+  state: Any
+  batch: Any
+  batch_size: int
+  compile_s: float
+  memory_estimate: float
+  xla_flops: float
+
+
+def compile_ours(config, batch_size: int) -> Compiled:
+  """`vit_jax.train.jit_train_step` exactly as train.py builds it, compiled for a random batch."""
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   from vit_jax import hardware, models, optim, train  # pylint: disable=g-import-not-at-top
@@ -259,29 +272,42 @@ def time_ours(config, batch_size: int, steps: int, warmup: int) -> Result:
   mem = compiled.memory_analysis()
   est = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes +
          mem.temp_size_in_bytes) if mem is not None else float('nan')
+  return Compiled(compiled, state, batch, batch_size, compile_s, float(est), xla_flops)
 
+
+def run_steps(c: Compiled, steps: int, warmup: int) -> tuple[list[float], list[float]]:
+  """Wall and process-CPU seconds of each of `steps` steps after `warmup` untimed ones (the
+  state carries over between calls, so a compiled step can be timed again later)."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  state, metrics = c.state, None
   for _ in range(warmup):
-    state, metrics = compiled(state, batch)
-  jax.block_until_ready((state, metrics))
+    state, metrics = c.step(state, c.batch)
+  jax.block_until_ready(state)
   times, cpus = [], []
   for _ in range(steps):
     t0, c0 = time.perf_counter(), time.process_time()
-    state, metrics = compiled(state, batch)
+    state, metrics = c.step(state, c.batch)
     jax.block_until_ready(metrics)
     times.append(time.perf_counter() - t0)
     cpus.append(time.process_time() - c0)
-  loss = float(metrics['loss'])
-  if not np.isfinite(loss):
-    raise FloatingPointError(f'non-finite loss {loss} in the benchmark step')
+  c.state = state
+  if metrics is not None and not np.isfinite(float(metrics['loss'])):
+    raise FloatingPointError(f'non-finite loss {float(metrics["loss"])} in the benchmark step')
+  return times, cpus
 
+
+def time_ours(config, batch_size: int, steps: int, warmup: int) -> Result:
+  import jax  # pylint: disable=g-import-not-at-top
+  c = compile_ours(config, batch_size)
+  times, cpus = run_steps(c, steps, warmup)
   stats = jax.devices()[0].memory_stats()
   if stats and 'peak_bytes_in_use' in stats:
     memory, kind = float(stats['peak_bytes_in_use']), 'peak'
   else:
-    memory, kind = float(est), 'est'
-  del state, batch
-  return Result(batch_size / min(times), times, min(cpus) / batch_size, compile_s, memory, kind,
-                xla_flops)
+    memory, kind = c.memory_estimate, 'est'
+  return Result(batch_size / min(times), times, min(cpus) / batch_size, c.compile_s, memory, kind,
+                c.xla_flops)
 
 
 # ----------------------------------------------------------------------------- peers

@@ -96,6 +96,29 @@ def test_exact_resume_after_crash(archive, reference, tmp_path, monkeypatch):
   assert_trees_equal(params, ref_params)  # bit for bit
 
 
+@pytest.mark.parametrize('model', [
+    dict(norm_placement='pre,mixln=0.5', num_layers=2, scan=True, remat=True),  # 2 scanned runs
+    dict(norm_placement='resi_dual', num_layers=2, scan=True),                   # a tuple carry
+    dict(norm_placement='normformer,layerscale=0.1', norm_type='dyt', dtype='bfloat16'),
+], ids=['mixln-scan-remat', 'resi_dual-scan', 'normformer-dyt-bf16'])
+def test_every_kind_of_scheme_resumes_exactly(archive, tmp_path, monkeypatch, model):
+  """Depth schedules under scan, ResiDual's second stream, norms inside the sublayers, on the
+  8-device mesh: a crashed run resumes to the uninterrupted run's params, bit for bit."""
+  config = tiny_config(archive)
+  config.model.update(model)
+  uninterrupted = str(tmp_path / 'uninterrupted')
+  train.train_and_evaluate(config, uninterrupted)
+  crashed = str(tmp_path / 'crashed')
+  crash_after(monkeypatch, 5, _kill)
+  with pytest.raises(Killed):
+    train.train_and_evaluate(config, crashed)
+  monkeypatch.undo()
+  train.train_and_evaluate(config, crashed)
+  (step, params), (ref_step, ref_params) = final_params(crashed), final_params(uninterrupted)
+  assert step == ref_step == 8
+  assert_trees_equal(params, ref_params)
+
+
 @pytest.mark.parametrize('signum', [signal.SIGTERM, signal.SIGINT], ids=['SIGTERM', 'SIGINT'])
 def test_signal_checkpoints_and_resumes_exactly(archive, reference, tmp_path, monkeypatch, signum):
   workdir = str(tmp_path / 'preempted')

@@ -246,3 +246,8 @@ def test_bfloat16_runs_every_scheme(name):
   got = jax.jit(model.clone(dtype='bfloat16').apply)({'params': params}, IMAGES)
   assert got.dtype == np.float32 and np.isfinite(got).all()
   np.testing.assert_allclose(got, want, atol=0.1 * np.abs(want).max())
+
+
+def test_every_preset_has_its_formula_and_paper():
+  assert list(norms.PRESET_DOCS) == list(norms.NORM_PRESETS)
+  assert all(formula and paper for formula, paper in norms.PRESET_DOCS.values())

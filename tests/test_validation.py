@@ -23,6 +23,10 @@ BAD_VALUES = [
     ('model.norm_placement', 'middle', "'middle'"),
     ('model.norm_placement', 'attn:in,mlp:sideways', 'sideways'),
     ('model.norm_placement', 'attn:in', 'mlp'),
+    ('model.norm_placement', 'pre,alpha=deepnorm', 'every layer needs attn:res and mlp:res'),
+    ('model.norm_placement', 'pre,mixln=2', 'mixln=2 must be a fraction in [0, 1]'),
+    ('model.norm_placement', 'pre,attn_qk=rmsnorm', "site 'attn_qk', which this spec does not have"),
+    ('model.norm_type', 'batchnorm', "model.norm_type='batchnorm': expected one of layernorm"),
     ('model.classifier', 'cls', "model.classifier='cls': expected one of"),
     ('model.posemb', 'rope', "model.posemb='rope': expected one of"),
     ('model.dropout_rate', 1.5, 'model.dropout_rate=1.5 must be in [0, 1)'),
@@ -96,6 +100,15 @@ def test_bad_value_is_reported(field, value, expected):
 
 def test_at_least_thirty_bad_values_are_covered():
   assert len(BAD_VALUES) >= 30
+
+
+def test_folded_attention_cannot_hold_norms_inside_the_attention():
+  config = common.get_config()
+  config.model.update(attention_impl='folded', norm_placement='normformer')
+  with pytest.raises(validation.ConfigError, match='folds q and k away.*attention_impl=xla'):
+    validation.validate_config(config, num_devices=1)
+  config.model.attention_impl = 'auto'  # auto leaves it unfolded for such a spec
+  validation.validate_config(config, num_devices=1)
 
 
 SHIPPED_CONFIGS = sorted(os.path.basename(p)[:-3] for p in glob.glob(os.path.join(

@@ -22,18 +22,11 @@ import jax
 import jax.numpy as jnp
 
 from vit_jax import cpu_kernels
+from vit_jax import layers
 from vit_jax import norms
 
 Array = jax.Array
 NAME = 'MultiHeadDotProductAttention_1'  # vit_jax's name
-
-
-def scaled_init(gain: float):
-  """xavier_uniform times `gain` (the bits of xavier_uniform itself when gain == 1)."""
-  base = nn.initializers.xavier_uniform()
-  if gain == 1:
-    return base
-  return lambda rng, shape, dtype=jnp.float32: gain * base(rng, shape, dtype)
 
 
 def _cudnn_or_xla_attention(query, key, value, mask=None, dropout_rng=None, dropout_rate=0.0,
@@ -78,10 +71,10 @@ class SelfAttention(nn.Module):
   def __call__(self, x: Array, *, train: bool) -> Array:  # x: [batch, tokens, width]
     b, t, width = x.shape
     h, d = self.num_heads, self.head_dim
-    norm = lambda kind, name: norms.make_norm(kind, name, epsilon=self.epsilon, dtype=self.dtype,
+    norm = lambda kind, name: layers.make_norm(kind, name, epsilon=self.epsilon, dtype=self.dtype,
                                               param_dtype=self.param_dtype)
     project = lambda name, gain: nn.DenseGeneral(
-        (h, d), axis=-1, kernel_init=scaled_init(gain), dtype=self.dtype,
+        (h, d), axis=-1, kernel_init=layers.scaled_init(gain), dtype=self.dtype,
         param_dtype=self.param_dtype, name=name)(x)  # [batch, tokens, heads, head_dim]
     q, k, v = project('query', 1.0), project('key', 1.0), project('value', self.init_gain)
     if self.qk_norm:
@@ -99,7 +92,7 @@ class SelfAttention(nn.Module):
       o = o * scale.astype(o.dtype)[:, None]
     if self.mid_norm:
       o = norm(self.mid_norm, norms.NORM_NAMES['attn_mid'])(o.reshape(b, t, h * d)).reshape(b, t, h, d)
-    return nn.DenseGeneral(width, axis=(-2, -1), kernel_init=scaled_init(self.init_gain),
+    return nn.DenseGeneral(width, axis=(-2, -1), kernel_init=layers.scaled_init(self.init_gain),
                            dtype=self.dtype, param_dtype=self.param_dtype, name='out')(o)
 
 
@@ -129,7 +122,3 @@ def attend(y: Array, *, spec: norms.NormSpec, block: norms.BlockNorms, num_heads
       attention_fn=_cudnn_or_xla_attention if impl == 'cudnn' else nn.dot_product_attention,
       dtype=dtype, param_dtype=param_dtype, name=NAME)(y, deterministic=not train, sow_weights=sow)
 
-
-def needs_plain_attention(spec: norms.NormSpec) -> bool:
-  """Whether some block puts a norm or a scale inside the attention (then it cannot be folded)."""
-  return spec.head_scale or any({'qk', 'mid'} & b.attn for b in spec.layers)

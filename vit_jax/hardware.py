@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from vit_jax import norms  # plain Python: no JAX before run.py sets the host up
+
 AUTO = 'auto'
 HOST_MALLOC_DEFAULT = 'default'
 CONCURRENT_MICROBATCHES_AUTO = 0  # an int field: 0 stands for 'auto'
@@ -45,14 +47,13 @@ def head_dim(model_config: Any) -> int:
 
 def _norms_inside_attention(model_config: Any) -> bool:
   """Whether the norm spec puts a norm or scale inside the attention (which cannot fold then)."""
-  from vit_jax import attention, norms  # pylint: disable=g-import-not-at-top  (jax: not at start)
   try:
     spec = norms.parse_spec(model_config.get('norm_placement', 'pre'),
                             model_config.get('num_layers', 1),
                             model_config.get('norm_type', 'layernorm'))
   except ValueError:
     return False  # validation reports it
-  return attention.needs_plain_attention(spec)
+  return spec.inside_attention
 
 
 def kernels(value: str, backend: str) -> str:

@@ -1,24 +1,64 @@
-"""The ViT's building blocks that do not depend on the normalization spec: position
-embeddings, drop-path, the MLP, the patch kernel. Shared by the encoder (vit_jax/models.py)."""
+"""The ViT's building blocks: position embeddings, drop-path, the MLP, the patch kernel, and
+the norm modules of each `norms.NORM_TYPES` type. Used by vit_jax/models.py and attention.py."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Callable
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from vit_jax import attention
 from vit_jax import cpu_kernels
 from vit_jax import norms
 
 Array = jax.Array
 SINCOS_TEMPERATURE = 10_000.0
+DYT_ALPHA_INIT = 0.5  # Zhu et al.'s default for non-LLM models
 
 
+# ----------------------------------------------------------------------------- norms
+class DyT(nn.Module):
+  """Dynamic Tanh (Zhu et al., CVPR 2025): scale ⊙ tanh(alpha x) + bias, alpha a learned scalar."""
+  dtype: Any = jnp.float32
+  param_dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:  # x: [..., features]
+    alpha = self.param('alpha', nn.initializers.constant(DYT_ALPHA_INIT), (), self.param_dtype)
+    scale = self.param('scale', nn.initializers.ones, (x.shape[-1],), self.param_dtype)
+    bias = self.param('bias', nn.initializers.zeros, (x.shape[-1],), self.param_dtype)
+    x = x.astype(self.dtype)
+    return (scale.astype(self.dtype) * jnp.tanh(alpha.astype(self.dtype) * x) +
+            bias.astype(self.dtype))
+
+
+def make_norm(kind: str, name: str, *, epsilon: float, dtype: Any,
+              param_dtype: Any) -> Callable[[jax.Array], jax.Array]:
+  """The norm of type `kind` over the last axis, as a submodule called `name` (call inside
+  a compact method). Statistics are float32 (flax's LayerNorm/RMSNorm) whatever `dtype`."""
+  if kind == 'none':
+    return lambda x: x
+  if kind == 'layernorm':
+    return nn.LayerNorm(epsilon=epsilon, dtype=dtype, param_dtype=param_dtype, name=name)
+  if kind == 'rmsnorm':
+    return nn.RMSNorm(epsilon=epsilon, dtype=dtype, param_dtype=param_dtype, name=name)
+  if kind == 'dyt':
+    return DyT(dtype=dtype, param_dtype=param_dtype, name=name)
+  raise ValueError(f'norm type {kind!r} is not one of {", ".join(norms.NORM_TYPES)}')
+
+
+def scaled_init(gain: float):
+  """xavier_uniform times `gain` (the bits of xavier_uniform itself when gain == 1)."""
+  base = nn.initializers.xavier_uniform()
+  if gain == 1:
+    return base
+  return lambda rng, shape, dtype=jnp.float32: gain * base(rng, shape, dtype)
+
+
+# ----------------------------------------------------------------------------- the rest
 def dropout(kernels: str, rate: float) -> nn.Module:
   """nn.Dropout, or its 16-bit CPU kernel; both auto-name as `Dropout_{i}` (same rng stream)."""
   return cpu_kernels.Dropout(rate) if kernels == 'cpu' else nn.Dropout(rate)
@@ -89,7 +129,7 @@ class MlpBlock(nn.Module):
   def __call__(self, x: Array, *, train: bool) -> Array:  # x: [batch, tokens, width]
     widths = (self.mlp_dim,) if isinstance(self.mlp_dim, int) else tuple(self.mlp_dim)
     dense = lambda features: nn.Dense(
-        features, kernel_init=attention.scaled_init(self.init_gain),
+        features, kernel_init=scaled_init(self.init_gain),
         bias_init=nn.initializers.normal(stddev=1e-6),  # vit_jax's bias init
         dtype=self.dtype, param_dtype=self.param_dtype)
     drop = lambda y: dropout(self.kernels, self.dropout_rate)(y, deterministic=not train)
@@ -97,7 +137,7 @@ class MlpBlock(nn.Module):
     for j, w in enumerate(widths):
       x = nn.gelu(dense(w)(x))  # [batch, tokens, w]
       if self.mid_norm and j == len(widths) - 1:
-        x = norms.make_norm(self.mid_norm, norms.NORM_NAMES['mlp_mid'], epsilon=self.epsilon,
+        x = make_norm(self.mid_norm, norms.NORM_NAMES['mlp_mid'], epsilon=self.epsilon,
                             dtype=self.dtype, param_dtype=self.param_dtype)(x)
       x = drop(x)
     x = dense(out_width)(x)

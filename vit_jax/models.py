@@ -176,7 +176,7 @@ class Encoder1DBlock(nn.Module):
     x, d = x if spec.residual == 'dual' else (x, None)
 
     def norm(site):
-      return norms.make_norm(spec.type_of(site), norms.NORM_NAMES[site],
+      return layers.make_norm(spec.type_of(site), norms.NORM_NAMES[site],
                              epsilon=self.layer_norm_epsilon, dtype=self.dtype,
                              param_dtype=self.param_dtype)
 
@@ -254,7 +254,7 @@ class Encoder(nn.Module):
   def __call__(self, x: Array, grid: tuple[int, int], *, train: bool) -> Array:
     # x: [batch, prefix + gh*gw, width]; prefix tokens (cls) come first.
     spec = self.norm_spec
-    norm = lambda site: norms.make_norm(spec.type_of(site), norms.NORM_NAMES[site],
+    norm = lambda site: layers.make_norm(spec.type_of(site), norms.NORM_NAMES[site],
                                         epsilon=self.layer_norm_epsilon, dtype=self.dtype,
                                         param_dtype=self.param_dtype)
     if self.posemb == 'learn':
@@ -391,7 +391,7 @@ class VisionTransformer(nn.Module):
       raise ValueError(f'{what} is not divisible by patch_size={self.patch_size}')
 
     p = self.patch_size
-    norm = lambda site: norms.make_norm(spec.type_of(site), norms.NORM_NAMES[site],
+    norm = lambda site: layers.make_norm(spec.type_of(site), norms.NORM_NAMES[site],
                                         epsilon=self.layer_norm_epsilon, dtype=dtype,
                                         param_dtype=param_dtype)
     if 'in' in spec.patch:  # Dual PatchNorm: a norm on each flattened patch, then the kernel

@@ -1,7 +1,8 @@
 """Normalization in the encoder: which norms sit where, of which type, with which residual scheme.
 
 The study varies the normalization, so it is data read by one block (`models.Encoder1DBlock`),
-not a model class per scheme. `config.model.norm_placement` is a preset name (`NORM_PRESETS`) or
+not a model class per scheme. This module is plain Python (the sweep, the report and the config
+checks parse specs without JAX); the norm modules of each type are in vit_jax/layers.py. `config.model.norm_placement` is a preset name (`NORM_PRESETS`) or
 an explicit spec; `parse_spec` turns either, for a given depth, into a `NormSpec`.
 
 Sites (a site that is on holds one norm of the site's type):
@@ -66,11 +67,7 @@ if __name__ == '__main__':  # run as a file: vit_jax/ on sys.path would shadow t
 import dataclasses
 import math
 import re
-from typing import Any, Callable
-
-import flax.linen as nn
-import jax
-import jax.numpy as jnp
+from typing import Any
 
 # ----------------------------------------------------------------------------- names
 GROUPS: dict[str, tuple[str, ...]] = {
@@ -82,7 +79,6 @@ GROUPS: dict[str, tuple[str, ...]] = {
 BLOCK_GROUPS = ('attn', 'mlp')
 NORM_TYPES = ('layernorm', 'rmsnorm', 'dyt', 'none')
 RESIDUALS = ('standard', 'b2t', 'dual')
-DYT_ALPHA_INIT = 0.5  # Zhu et al.'s default for non-LLM models
 POST_BLOCK = 'attn:res,mlp:res'
 
 # preset -> spec; the docs table (docs/norms.md) follows this order.
@@ -111,7 +107,40 @@ NORM_PRESETS: dict[str, str] = {
     'rmsnorm': 'attn:in,mlp:in,type=rmsnorm',
     'dyt': 'attn:in,mlp:in,type=dyt',
 }
-RENAMED_PRESETS = {'seed': 'attn_in_mlp_out'}  # old name -> new, named in the error message
+RENAMED_PRESETS = {'seed': 'attn_in_mlp_out'}
+
+# preset -> (its formula, where it comes from). N is the site's norm, f the sublayer, l the layer
+# (1-based), L the depth. docs/norms.md's table is printed from this (benchmarks/norm_table.py).
+PRESET_DOCS: dict[str, tuple[str, str]] = {
+    'pre': ('x + f(N(x)); final N', 'Xiong et al., 2020; the ViT paper (Dosovitskiy et al., 2021)'),
+    'post': ('N(x + f(x)); no final N', 'Vaswani et al., 2017 (the Transformer, BERT)'),
+    'respost': ('x + N(f(x)); final N', 'Liu et al., 2022 (Swin V2 res-post-norm; timm ResPostBlock)'),
+    'addnorm': ('attention as pre; x + N(MLP(N(x))); final N', "seed 000's proposal"),
+    'sandwich': ('x + N(f(N(x))); final N', 'Ding et al., 2021 (CogView); Peri-LN, Kim et al., 2025'),
+    'attn_in_mlp_out': ('attention as pre; x + N(MLP(x)); final N', "what seed 000's code computed"),
+    'none': ('x + f(x); final N', 'no norm in the blocks (a control)'),
+    'deepnorm': ('N(a x + f(x)), a = (2L)^(1/4); v, out, fc1, fc2 init x (8L)^(-1/4)',
+                 'Wang et al., 2022 (DeepNet)'),
+    'mixln': ('post-LN in layers 1..floor(0.25 L), pre-LN after; final N', 'Li et al., 2025 (Mix-LN)'),
+    'ln_scaling': ('x + f(N(x) / sqrt(l)); final N',
+                   'Sun et al., 2025 (The Curse of Depth: LayerNorm Scaling)'),
+    'layerscale': ('x + diag(g) f(N(x)), g from 0.1 (L <= 18); final N',
+                   'Touvron et al., 2021 (CaiT)'),
+    'qknorm': ('pre, with softmax(N(q) N(k)^T / sqrt(d)) per head', 'Dehghani et al., 2023 (ViT-22B)'),
+    'normformer': ('x + N(Attn_s(N(x))) with per-head scales s; x + MLP(N(x)) with N after GELU',
+                   'Shleifer et al., 2021 (NormFormer)'),
+    'subln': ('pre, with N before the attention output projection and before fc2',
+              'Wang et al., 2022 (Foundation Transformers, Magneto)'),
+    'dual_patchnorm': ('pre, with N on each flattened patch and on its embedding',
+                       'Kumar et al., 2023 (Dual PatchNorm)'),
+    'pre_norm': ('pre, with N after the position embedding', 'Radford et al., 2021 (CLIP ln_pre)'),
+    'fc_norm': ('pre, no final N, N after pooling', 'timm fc_norm; He et al., 2022 (MAE fine-tuning)'),
+    'b2t': ('h = N(x + Attn(x)); N(x + h + MLP(h)); no final N', 'Takase et al., 2023 (B2T)'),
+    'resi_dual': ('post-LN stream x and d = d + f(x); out x_L + N(d_L)', 'Xie et al., 2023 (ResiDual)'),
+    'rmsnorm': ('pre with N = RMSNorm: x / rms(x) * g', 'Zhang & Sennrich, 2019'),
+    'dyt': ('pre with N = DyT: g tanh(a x) + b, a from 0.5', 'Zhu et al., 2025 (Transformers without Normalization)'),
+}
+  # old name -> new, named in the error message
 
 # Parameter names per site. The 'in' ones keep the vit_jax names, so official pre-LN checkpoints
 # load by name; a site keeps its name whatever its type (LayerNorm_0 may hold an RMSNorm).
@@ -202,6 +231,12 @@ class NormSpec:
 
   def sites_on(self) -> list[str]:
     return [s for s, _ in self.types]
+
+  @property
+  def inside_attention(self) -> bool:
+    """Whether some block has a norm or scale inside its attention (QK-norm, Sub-LN's attn:mid,
+    NormFormer's head scale): the folded attention, which folds q and k away, cannot hold it."""
+    return self.head_scale or any({'qk', 'mid'} & b.attn for b in self.layers)
 
 
 def _fmt(group: str, positions: frozenset[str]) -> str:
@@ -398,37 +433,6 @@ def with_final_norm(spec: NormSpec, final_norm: bool | None) -> NormSpec:
   order = [s for s in SITES if s in types]
   return dataclasses.replace(spec, encoder=frozenset(encoder),
                              types=tuple((s, types[s]) for s in order))
-
-
-# ----------------------------------------------------------------------------- the norm modules
-class DyT(nn.Module):
-  """Dynamic Tanh (Zhu et al., CVPR 2025): scale ⊙ tanh(alpha x) + bias, alpha a learned scalar."""
-  dtype: Any = jnp.float32
-  param_dtype: Any = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:  # x: [..., features]
-    alpha = self.param('alpha', nn.initializers.constant(DYT_ALPHA_INIT), (), self.param_dtype)
-    scale = self.param('scale', nn.initializers.ones, (x.shape[-1],), self.param_dtype)
-    bias = self.param('bias', nn.initializers.zeros, (x.shape[-1],), self.param_dtype)
-    x = x.astype(self.dtype)
-    return (scale.astype(self.dtype) * jnp.tanh(alpha.astype(self.dtype) * x) +
-            bias.astype(self.dtype))
-
-
-def make_norm(kind: str, name: str, *, epsilon: float, dtype: Any,
-              param_dtype: Any) -> Callable[[jax.Array], jax.Array]:
-  """The norm of type `kind` over the last axis, as a submodule called `name` (call inside
-  a compact method). Statistics are float32 (flax's LayerNorm/RMSNorm) whatever `dtype`."""
-  if kind == 'none':
-    return lambda x: x
-  if kind == 'layernorm':
-    return nn.LayerNorm(epsilon=epsilon, dtype=dtype, param_dtype=param_dtype, name=name)
-  if kind == 'rmsnorm':
-    return nn.RMSNorm(epsilon=epsilon, dtype=dtype, param_dtype=param_dtype, name=name)
-  if kind == 'dyt':
-    return DyT(dtype=dtype, param_dtype=param_dtype, name=name)
-  raise ValueError(f'norm type {kind!r} is not one of {", ".join(NORM_TYPES)}')
 
 
 if __name__ == '__main__':

@@ -16,6 +16,8 @@ import os
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from vit_jax import norms
+
 METRICS_FILE = 'metrics.jsonl'
 CONFIG_FILE = 'config.json'
 SWEEP_FILE = 'sweep.json'            # the sweep's plan, written by vit_jax.sweep
@@ -28,7 +30,7 @@ SEED_FIELD = 'seed'
 # Config fields that never define a condition: the seed is what is replicated; `sweep.*` only
 # describes the grid.
 IGNORED_FIELD_PREFIXES = ('seed', 'sweep.')
-PRESET_ORDER = ('pre', 'post', 'addnorm', 'sandwich', 'attn_in_mlp_out', 'none')  # rows in this order
+PRESET_ORDER = tuple(norms.NORM_PRESETS)  # rows in this order
 
 
 # ============================================================================ reading runs

@@ -15,7 +15,6 @@ from collections.abc import Sequence
 
 import ml_collections
 
-from vit_jax import attention
 from vit_jax import hardware
 from vit_jax import host
 from vit_jax import models
@@ -129,7 +128,7 @@ def _model_problems(model_config: ml_collections.ConfigDict, image_size: int) ->
   else:
     try:
       spec = norms.parse_spec(model.norm_placement, max(1, model.num_layers), model.norm_type)
-      if model.attention_impl == 'folded' and attention.needs_plain_attention(spec):
+      if model.attention_impl == 'folded' and spec.inside_attention:
         p.append(f'model.attention_impl=folded folds q and k away, so it cannot hold the QK-norm, '
                  f'Sub-LN or head scale of model.norm_placement={model.norm_placement!r}; use '
                  'model.attention_impl=xla (or auto).')
