@@ -7,8 +7,11 @@ The official layout (names flattened with '/', the normalizations `read_npz` app
 of classes (or the file's, `init_head='load'`), `pre_logits` dropped when the model has no
 `representation_size` (vit_jax's "drop-head variant"), and the position embeddings resampled to
 the model's token grid (`resample_posemb`: bilinear on the grid, the class-token row kept).
-Model parameters without a counterpart in the file (LayerNorms of other placements, the seed's
-head MLP) keep their fresh init and are logged at INFO; file parameters the model lacks, and
+Official files are pre-LN with LayerNorm, and they load into every norm scheme of
+vit_jax/norms.py: model parameters without a counterpart in the file (other norm sites, DyT's
+alpha, LayerScale, the seed's head MLP) keep their fresh init and are logged at INFO; file norms
+the scheme does not have (pre-LN's LayerNorm_0 in a post-LN model, a LayerNorm's bias in an
+RMSNorm) are not loaded and are logged at WARNING. Any other file parameter the model lacks, and
 shapes that differ, raise `npz_layout.PretrainedError` naming every one of them and what the
 file holds.
 
@@ -44,6 +47,9 @@ from vit_jax import npz_layout
 from vit_jax import variants
 
 logger = logging.getLogger(__name__)
+# Module names of the norm sites (a site keeps its name whatever its norm type).
+NORM_MODULES = frozenset(n for v in norms.NORM_NAMES.values()
+                         for n in (v if isinstance(v, tuple) else (v,)))
 
 INIT_HEADS = ('fresh', 'load')
 POSEMB_RESIZE = ('zoom', 'bilinear')
@@ -101,8 +107,8 @@ def load_pretrained(path: str | Mapping[str, np.ndarray], init_params: Any, *,
       ignored) or 'load' (the file's `head`; the number of classes must match).
     grid: the model's token grid (gh, gw); default: a square grid from the pos-emb length.
     posemb_resize: 'zoom' (vit_jax) or 'bilinear' (see `resample_posemb`).
-    allow_unused: file params the model does not have are logged instead of raising (e.g. the
-      `pre`-placement LayerNorms when loading into a `post` model).
+    allow_unused: file params the model does not have are logged instead of raising (file
+      norms of sites the model's scheme lacks are always logged, never raised).
     shardings: optional tree of `jax.sharding.Sharding`s like `init_params` (e.g. the
       TrainState's params sharding): the result is then placed as global jax Arrays with them
       (`jax.make_array_from_callback`, so it also works on several hosts).
@@ -145,7 +151,7 @@ def load_pretrained(path: str | Mapping[str, np.ndarray], init_params: Any, *,
     out[name] = np.asarray(value, dtype=init.dtype)
     loaded.append(name)
 
-  unused = []
+  unused, other_norms = [], []
   for name in source:
     if name in target:
       continue
@@ -153,11 +159,18 @@ def load_pretrained(path: str | Mapping[str, np.ndarray], init_params: Any, *,
       dropped.append(name)
     elif name.startswith('pre_logits/') and 'pre_logits/kernel' not in target:
       dropped.append(name)  # vit_jax's drop-head variant (model.representation_size=None)
+    elif _is_norm(name) and _has_module(target, name.rsplit('/', 2)[0]):
+      other_norms.append(name)  # a norm this model's scheme lacks (or types without a bias)
     else:
       unused.append(name)
 
   if mismatched or (unused and not allow_unused) or not loaded:
     _raise_mismatch(where, source, target, mismatched, unused, kept, loaded)
+  if other_norms:
+    logger.warning('Pretrained %s: %d norm parameters of the file are not loaded: the model '
+                   "normalizes elsewhere or with another norm type (its norm_placement / "
+                   'norm_type): %s', where, len(other_norms),
+                   ', '.join(npz_layout.compress_names(other_norms)))
   if unused:
     logger.warning('Pretrained %s: %d file parameters have no place in the model and are '
                    'ignored (allow_unused): %s', where, len(unused),
@@ -180,6 +193,19 @@ def load_pretrained(path: str | Mapping[str, np.ndarray], init_params: Any, *,
         lambda x, s: jax.make_array_from_callback(x.shape, s, lambda index: x[index]),
         out, shardings)
   return out
+
+
+def _is_norm(name: str) -> bool:
+  """Whether `name` is a parameter of a norm site (norms.NORM_NAMES), e.g. the file's pre-LN
+  'Transformer/encoderblock_3/LayerNorm_0/bias' or 'Transformer/encoder_norm/scale'."""
+  parts = name.split('/')
+  return len(parts) >= 2 and parts[-2] in NORM_MODULES
+
+
+def _has_module(flat: Mapping[str, Any], module: str) -> bool:
+  """Whether the model has the block (or encoder) that holds a file norm: a norm of a block the
+  model lacks is a depth mismatch, not the scheme's choice."""
+  return not module or any(k.startswith(module + '/') for k in flat)
 
 
 def _raise_mismatch(where, source, target, mismatched, unused, kept, loaded):
@@ -208,10 +234,6 @@ def _raise_mismatch(where, source, target, mismatched, unused, kept, loaded):
       hints.append(f'--config.model.resnet_layers="{file_d["resnet_layers"]}"')
   if file_d['classifier'] != model_d['classifier']:
     hints.append(f'--config.model.classifier={file_d["classifier"]}')
-  model_blocks = {m.group(0) for k in target if (m := npz_layout.BLOCK_NAME.match(k))}
-  if any('/LayerNorm_' in n and npz_layout.BLOCK_NAME.match(n) and
-         npz_layout.BLOCK_NAME.match(n).group(0) in model_blocks for n in unused):
-    hints.append('--config.model.norm_placement=pre (official files are pre-LN)')
   raise npz_layout.PretrainedError(
       f'Pretrained file {where} does not fit the configured model:\n  ' + '\n  '.join(lines) +
       f'\nThe file holds: {npz_layout.summary_line(file_d)}.'
