@@ -74,6 +74,15 @@ def _kill():
   raise Killed('simulated crash')
 
 
+def crash_and_resume(config, workdir, monkeypatch):
+  """Trains until a crash after 5 steps (newest checkpoint: step 3), then reruns to the end."""
+  crash_after(monkeypatch, 5, _kill)
+  with pytest.raises(Killed):
+    train.train_and_evaluate(config, workdir)
+  monkeypatch.undo()
+  return train.train_and_evaluate(config, workdir)
+
+
 @pytest.fixture(scope='module')
 def reference(archive, tmp_path_factory):
   """An uninterrupted run: its final params are what every resumed run must reproduce."""
@@ -109,11 +118,7 @@ def test_every_kind_of_scheme_resumes_exactly(archive, tmp_path, monkeypatch, mo
   uninterrupted = str(tmp_path / 'uninterrupted')
   train.train_and_evaluate(config, uninterrupted)
   crashed = str(tmp_path / 'crashed')
-  crash_after(monkeypatch, 5, _kill)
-  with pytest.raises(Killed):
-    train.train_and_evaluate(config, crashed)
-  monkeypatch.undo()
-  train.train_and_evaluate(config, crashed)
+  crash_and_resume(config, crashed, monkeypatch)
   (step, params), (ref_step, ref_params) = final_params(crashed), final_params(uninterrupted)
   assert step == ref_step == 8
   assert_trees_equal(params, ref_params)
@@ -283,11 +288,7 @@ def test_ema_resumes_exactly_and_is_evaluated(archive, tmp_path, monkeypatch):
   uninterrupted = str(tmp_path / 'ema_ref')
   result = train.train_and_evaluate(config, uninterrupted)
   crashed = str(tmp_path / 'ema_crashed')
-  crash_after(monkeypatch, 5, _kill)
-  with pytest.raises(Killed):
-    train.train_and_evaluate(config, crashed)
-  monkeypatch.undo()
-  train.train_and_evaluate(config, crashed)
+  crash_and_resume(config, crashed, monkeypatch)
 
   def ema_params(workdir):
     manager = checkpoint.create_manager(workdir, read_only=True, async_save=False)
