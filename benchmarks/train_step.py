@@ -237,6 +237,11 @@ class Compiled:
   compile_s: float
   memory_estimate: float
   xla_flops: float
+  model: Any = None        # what built it: the diagnostics benchmark builds its pass from them
+  tx: Any = None
+  config: Any = None
+  mesh: Any = None
+  state_sharding: Any = None
 
 
 def compile_ours(config, batch_size: int) -> Compiled:
@@ -272,7 +277,8 @@ def compile_ours(config, batch_size: int) -> Compiled:
   mem = compiled.memory_analysis()
   est = (mem.argument_size_in_bytes + mem.output_size_in_bytes - mem.alias_size_in_bytes +
          mem.temp_size_in_bytes) if mem is not None else float('nan')
-  return Compiled(compiled, state, batch, batch_size, compile_s, float(est), xla_flops)
+  return Compiled(compiled, state, batch, batch_size, compile_s, float(est), xla_flops, model, tx,
+                  config, mesh, state_sharding)
 
 
 def run_steps(c: Compiled, steps: int, warmup: int) -> tuple[list[float], list[float]]:

@@ -116,6 +116,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Loop.
   config.log_every = 50
+  config.diagnostics_every = 100     # steps between diagnostics.jsonl records (vit_jax/diagnostics.py); 0 = off
   config.eval_every = 0              # steps; 0 = once per epoch (and at the end)
   config.checkpoint_every = 1000     # steps; a checkpoint is also written at the end
   config.keep_checkpoints = 3        # latest K kept, plus the best by val top-1

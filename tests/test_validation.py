@@ -42,6 +42,7 @@ BAD_VALUES = [
     ('model.kernels', 'gpu', "model.kernels='gpu': expected one of ('auto', 'reference', 'cpu')"),
     ('model.variant', 'Z/99', "model.variant='Z/99' is unknown"),
     ('batch_size', 0, 'batch_size=0 must be positive'),
+    ('diagnostics_every', -1, 'diagnostics_every=-1 must be >= 0'),
     ('batch_size', 250, 'batch_size=250 must split into grad_accum_steps=4'),
     ('concurrent_microbatches', -1, 'concurrent_microbatches=-1 must be >= 1 (0 = auto'),
     ('host_malloc', 'one-heap',

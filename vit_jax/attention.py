@@ -8,7 +8,8 @@ values: query/key/value/out as nn.DenseGeneral):
   - `SelfAttention` here: the reference when the norm spec puts something *inside* the
     attention (QK-norm, Sub-LN's norm before the output projection, NormFormer's head scale),
     or scales the value/output initialisation (DeepNorm, Magneto) under `kernels='reference'`
-    (flax's module has one kernel init for q, k and v). The flax module has no hooks for these.
+    (flax's module has one kernel init for q, k and v), and in the diagnostics pass, which reads
+    the logits (entropy and max logit per head). The flax module has no hooks for these.
 `attend` picks one.
 """
 
@@ -27,6 +28,7 @@ from vit_jax import norms
 
 Array = jax.Array
 NAME = 'MultiHeadDotProductAttention_1'  # vit_jax's name
+DIAGNOSTICS = 'diagnostics'  # the collection the diagnostics pass makes mutable
 
 
 def _cudnn_or_xla_attention(query, key, value, mask=None, dropout_rng=None, dropout_rate=0.0,
@@ -84,6 +86,10 @@ class SelfAttention(nn.Module):
     weights = jax.nn.softmax(logits, axis=-1)  # [batch, heads, q, k]
     if self.is_mutable_collection('intermediates'):
       self.sow('intermediates', 'attention_weights', weights)
+    if self.is_mutable_collection(DIAGNOSTICS) and not self.is_initializing():  # diagnostics.py
+      entropy = -jnp.sum(weights * jax.nn.log_softmax(logits, axis=-1), axis=-1)  # [b, h, q]
+      self.sow(DIAGNOSTICS, 'attn_entropy', jnp.mean(entropy, axis=(0, 2)))   # [heads], nats
+      self.sow(DIAGNOSTICS, 'attn_logit_max', jnp.max(logits, axis=(0, 2, 3)))  # [heads]
     dropout = cpu_kernels.Dropout if self.kernels == 'cpu' else nn.Dropout
     weights = dropout(self.dropout_rate)(weights, deterministic=not train)
     o = jnp.einsum('bhqk,bkhd->bqhd', weights.astype(v.dtype), v)  # [batch, tokens, heads, d]
@@ -98,15 +104,16 @@ class SelfAttention(nn.Module):
 
 def attend(y: Array, *, spec: norms.NormSpec, block: norms.BlockNorms, num_heads: int,
            head_dim: int, dropout_rate: float, impl: str, kernels: str, epsilon: float,
-           dtype: Any, param_dtype: Any, sow: bool, train: bool) -> Array:
-  """The block's self-attention, named MultiHeadDotProductAttention_1 whichever module computes it."""
+           dtype: Any, param_dtype: Any, sow: bool, train: bool, diagnose: bool = False) -> Array:
+  """The block's self-attention, named MultiHeadDotProductAttention_1 whichever module computes it
+  (`diagnose`: the diagnostics pass, whose statistics only SelfAttention sows)."""
   qk = spec.type_of('attn_qk') if 'qk' in block.attn else None
   mid = spec.type_of('attn_mid') if 'mid' in block.attn else None
   inside = qk is not None or mid is not None or spec.head_scale
   if inside and impl == 'folded':
     raise ValueError("attention_impl='folded' folds q and k away, so it cannot hold QK-norm, "
                      "Sub-LN or a head scale; use --config.model.attention_impl=xla")
-  if inside or (spec.init_gain != 1 and kernels != 'cpu' and impl != 'folded'):
+  if inside or diagnose or (spec.init_gain != 1 and kernels != 'cpu' and impl != 'folded'):
     return SelfAttention(num_heads=num_heads, head_dim=head_dim, dropout_rate=dropout_rate,
                          qk_norm=qk, mid_norm=mid, head_scale=spec.head_scale,
                          init_gain=spec.init_gain, epsilon=epsilon, kernels=kernels, dtype=dtype,

@@ -192,3 +192,26 @@ def plot_rollout(images: np.ndarray, maps: np.ndarray, true: Sequence[str],
                label='rollout, min–max scaled per image')
   fig.suptitle(title + '\ngreen title: correct prediction, red: wrong', fontsize=11)
   return _save(fig, path)
+
+
+def plot_layer_curves(curves: dict[str, dict[str, Sequence[float]]], path: str, title: str,
+                      ylabel: str, log: bool = True) -> str:
+  """A panel per group (e.g. a norm placement), a line per series (e.g. a depth) of per-layer
+  values against the 1-based layer index; shared y axis, log scale by default."""
+  plt = _pyplot()
+  n = len(curves)
+  fig, axes = plt.subplots(1, n, figsize=(3.6 * n + 0.8, 3.8), sharey=True, squeeze=False,
+                           layout='constrained')
+  for ax, (group, series) in zip(axes[0], curves.items()):
+    for label, values in series.items():
+      ax.plot(np.arange(1, len(values) + 1), values, marker='.', label=label)
+    if log:
+      ax.set_yscale('log')
+    ax.set_title(group)
+    ax.set_xlabel('layer (1 = first block)')
+    ax.xaxis.get_major_locator().set_params(integer=True)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  axes[0][0].set_ylabel(ylabel)
+  fig.suptitle(title, fontsize=10)
+  return _save(fig, path)

@@ -67,6 +67,8 @@ Intermediates (no cost unless the 'intermediates' collection is mutable):
 `.../MultiHeadDotProductAttention_1/attention_weights` [batch, heads, tokens, tokens] per layer,
 `pooled` (encoder output after pooling) and `head_input` (the features `head` sees; not named
 `pre_logits`, which is the vit_jax Dense's name). Under scan the weights gain a leading layer axis.
+The 'diagnostics' collection (vit_jax/diagnostics.py) holds per block `attn_branch_rms`,
+`mlp_branch_rms`, `stream_rms` and, per head, `.../attn_entropy` and `.../attn_logit_max`.
 """
 
 from __future__ import annotations
@@ -174,6 +176,8 @@ class Encoder1DBlock(nn.Module):
     # nn.remat address arguments by position. in_scale: 1/sqrt(layer) with ln_scaling.
     spec, block = self.norm_spec, self.block
     x, d = x if spec.residual == 'dual' else (x, None)
+    # vit_jax/diagnostics.py's pass (init makes every collection but 'intermediates' mutable)
+    diagnose = self.is_mutable_collection(attention.DIAGNOSTICS) and not self.is_initializing()
 
     def norm(site):
       return layers.make_norm(spec.type_of(site), norms.NORM_NAMES[site],
@@ -186,7 +190,7 @@ class Encoder1DBlock(nn.Module):
           dropout_rate=self.attention_dropout_rate, impl=self.attention_impl,
           kernels=self.kernels, epsilon=self.layer_norm_epsilon, dtype=self.dtype,
           param_dtype=self.param_dtype, sow=self.is_mutable_collection('intermediates'),
-          train=train)
+          train=train, diagnose=diagnose)
       return layers.dropout(self.kernels, self.dropout_rate)(y, deterministic=not train)
 
     def mlp(y):
@@ -213,6 +217,8 @@ class Encoder1DBlock(nn.Module):
                            (y.shape[-1],), self.param_dtype)
         y = y * gamma.astype(y.dtype)
       y = layers.DropPath()(y, drop_path_rate, deterministic=not train)
+      if diagnose:  # what the sublayer adds to the stream
+        self.sow(attention.DIAGNOSTICS, f'{sub}_branch_rms', _rms(y))
       if d is not None:
         d = d + y
       x = (spec.alpha * x if spec.alpha != 1 else x) + y
@@ -220,7 +226,13 @@ class Encoder1DBlock(nn.Module):
         x = x + block_input
       if 'res' in positions:
         x = norm(f'{sub}_res')(x)
+    if diagnose:
+      self.sow(attention.DIAGNOSTICS, 'stream_rms', _rms(x))  # the residual stream it leaves
     return x if d is None else (x, d)
+
+
+def _rms(x: Array) -> Array:
+  return jnp.sqrt(jnp.mean(jnp.square(x.astype(jnp.float32))))
 
 
 class _ScannedBlock(Encoder1DBlock):
@@ -290,7 +302,7 @@ class Encoder(nn.Module):
       names = scan_names([(a, b) for a, b, _ in segments])
       for name, (a, b, norms_of_block) in zip(names, segments):
         x, _ = nn.scan(
-            block, variable_axes={'params': 0, 'intermediates': 0},
+            block, variable_axes={'params': 0, 'intermediates': 0, attention.DIAGNOSTICS: 0},
             split_rngs={'params': True, 'dropout': True},
             in_axes=(0 if traced_rates else nn.broadcast, 0 if traced_scales else nn.broadcast,
                      nn.broadcast),

@@ -27,7 +27,9 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vit_jax import checkpoint
 from vit_jax import data
+from vit_jax import diagnostics
 from vit_jax import hardware
+from vit_jax import logs
 from vit_jax import models
 from vit_jax import optim
 from vit_jax import pretrained
@@ -140,6 +142,16 @@ def split_batch(x: jax.Array, parts: int) -> jax.Array:
   return jnp.swapaxes(x.reshape(x.shape[0] // parts, parts, *x.shape[1:]), 0, 1)
 
 
+def make_loss_fn(model: models.VisionTransformer, label_smoothing: float) -> Callable:
+  """The train step's loss: (params, images, labels, dropout_rng) -> (mean loss, logits)."""
+
+  def loss_fn(params, images, labels, dropout_rng):
+    logits = model.apply({'params': params}, images, train=True, rngs={'dropout': dropout_rng})
+    return jnp.mean(cross_entropy(logits, labels, label_smoothing)), logits
+
+  return loss_fn
+
+
 def train_step(state: TrainState, batch: dict, *, model: models.VisionTransformer,
                tx: optax.GradientTransformation, grad_accum_steps: int,
                concurrent_microbatches: int, label_smoothing: float,
@@ -152,13 +164,7 @@ def train_step(state: TrainState, batch: dict, *, model: models.VisionTransforme
   micro-batch's gradient.
   """
   rng = jax.random.fold_in(state.rng, state.step)
-
-  def loss_fn(params, images, labels, dropout_rng):
-    logits = model.apply({'params': params}, images, train=True, rngs={'dropout': dropout_rng})
-    loss = jnp.mean(cross_entropy(logits, labels, label_smoothing))
-    return loss, logits
-
-  grad_fn = jax.value_and_grad(loss_fn, has_aux=True)
+  grad_fn = jax.value_and_grad(make_loss_fn(model, label_smoothing), has_aux=True)
 
   def one_part(images, labels, dropout_rng):  # -> (grads, loss, top1, top5), means
     (loss, logits), grads = grad_fn(state.params, images, labels, dropout_rng)
@@ -243,36 +249,6 @@ def evaluate(eval_fn: Callable, params: Any, batches: Iterator[dict]) -> dict[st
 
 
 # ----------------------------------------------------------------------------- bookkeeping
-
-
-class MetricsLog:
-  """Appends one JSON object per line to WORKDIR/metrics.jsonl, mirrors to TensorBoard.
-
-  Only process 0 writes; the other hosts get a no-op log.
-  """
-
-  def __init__(self, workdir: str):
-    self.enabled = jax.process_index() == 0
-    self.path = os.path.join(workdir, 'metrics.jsonl')
-    self._tb = None
-    if self.enabled:
-      from clu import metric_writers  # pylint: disable=g-import-not-at-top
-      self._tb = metric_writers.create_default_writer(
-          os.path.join(workdir, 'tensorboard'), just_logging=False, asynchronous=False)
-
-  def write(self, record: dict) -> None:
-    if not self.enabled:
-      return
-    with open(self.path, 'a') as f:
-      f.write(json.dumps(record) + '\n')
-    scalars = {f"{record['split']}/{k}": v for k, v in record.items()
-               if k not in ('step', 'split') and isinstance(v, (int, float))}
-    self._tb.write_scalars(int(record['step']), scalars)
-
-  def close(self) -> None:
-    if self._tb is not None:
-      self._tb.flush()
-      self._tb.close()
 
 
 class _StopRequest:
@@ -424,7 +400,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   batches = device_batches(data.create_train_iterator(
       config.data, global_batch_size=config.batch_size, seed=config.seed, start_step=start_step,
       source=source), mesh)
-  log = MetricsLog(workdir)
+  log = logs.RunLog(workdir)
+  diagnose = None
+  if config.diagnostics_every:  # vit_jax/diagnostics.py; reads the state, never changes it
+    diagnose = diagnostics.jit_diagnostics_step(
+        model, tx, make_loss_fn(model, config.label_smoothing), config.grad_accum_steps,
+        state_sharding, batch_sharded(mesh), replicated(mesh))
 
   # ---------------------------------------------------------------- loop
   step = start_step
@@ -436,10 +417,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   try:
     with _StopRequest() as stop:
       while step < total_steps:
-        state, metrics = step_fn(state, next(batches))
+        batch = next(batches)
+        if diagnose and step % config.diagnostics_every == 0:  # before the update it describes
+          log.write_diagnostics(step, jax.device_get(diagnose(state, batch)))
+        state, metrics = step_fn(state, batch)
         step += 1
         on_device.append(metrics)
         last = step == total_steps
+        if diagnose and last:  # and the final state
+          log.write_diagnostics(step, jax.device_get(diagnose(state, batch)))
         write_train_line = step % config.log_every == 0 or last
         run_eval = has_val and (step % eval_every == 0 or last)
         save = step % config.checkpoint_every == 0 or last or stop.signal is not None
@@ -530,7 +516,7 @@ def evaluate_checkpoint(config: ml_collections.ConfigDict, workdir: str,
             **evaluate_state(jit_eval_step(model, mesh), state,
                              _eval_batches(config, split, source, mesh))}
   if jax.process_index() == 0:
-    log = MetricsLog(workdir)
+    log = logs.RunLog(workdir)
     log.write(record)
     log.close()
   return record

@@ -226,6 +226,8 @@ def _checkpoint_problems(config: ml_collections.ConfigDict) -> list[str]:
       p.append(f'{name}={config[name]} must be positive.')
   if config.eval_every < 0:
     p.append(f'eval_every={config.eval_every} must be >= 0 (0 = once per epoch).')
+  if config.diagnostics_every < 0:
+    p.append(f'diagnostics_every={config.diagnostics_every} must be >= 0 (0 = no diagnostics).')
   return p
 
 

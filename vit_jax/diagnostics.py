@@ -1,0 +1,172 @@
+"""Training dynamics per layer: the quantities the normalization literature uses to explain why a
+scheme trains better (Xiong et al., 2020: gradients by depth; Peri-LN and "The Curse of Depth",
+2025: hidden-state growth; Dehghani et al. and Zhai et al., 2023: attention-logit growth and
+entropy collapse).
+
+Every `config.diagnostics_every` steps (0 = never), at step 0 before any update, and once more
+after the last update, `diagnostics_step` measures the state and the batch of that step, per
+block l and sublayer (attention, MLP; a sublayer's parameters include its own norms):
+
+    {attn,mlp}_grad_norm       ||g||: the gradient of the train step's loss (same model and
+                               dropout key; the first micro-batch when grad_accum_steps > 1)
+    {attn,mlp}_param_norm      ||theta||
+    {attn,mlp}_update_ratio    ||u|| / ||theta||, u the optimizer's update for that gradient
+    {attn,mlp}_branch_rms      RMS of what the sublayer adds to the residual stream
+    stream_rms                 RMS of the residual stream the block outputs
+    attn_entropy_{mean,min,max}    attention entropy in nats (per head: mean over the batch and
+                               the queries), then mean / min / max over heads
+    attn_logit_{max_mean,max}  the largest attention logit of each head (q.k / sqrt(d), after
+                               any QK-norm), mean and max over heads
+
+The activations come from a deterministic forward pass (`train=False`) on the same images through
+vit_jax/attention.py's SelfAttention (the one module that sees the logits; same parameters).
+`records` turns them into one JSON object per step and layer, which vit_jax/logs.py appends to
+WORKDIR/diagnostics.jsonl (schema in docs/training.md) and TensorBoard
+(`diagnostics/<quantity>/layer_<l>`). Nothing here changes
+the train step: a run with diagnostics computes the same parameters as one without.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from vit_jax import attention
+from vit_jax import norms
+
+FILE = 'diagnostics.jsonl'
+SUBLAYERS = ('attn', 'mlp')
+# Each block's direct children, by sublayer (norm sites keep their names whatever their type).
+_MODULES = {
+    sub: frozenset([norms.NORM_NAMES[f'{sub}_{p}'] for p in ('in', 'out', 'res')] +
+                   [attention.NAME if sub == 'attn' else 'MlpBlock_3', f'layerscale_{sub}'])
+    for sub in SUBLAYERS}
+_BLOCK = re.compile(r'^encoderblock(?:_(\d+))?(?:-(\d+))?$')
+QUANTITIES = tuple(f'{sub}_{q}' for q in ('grad_norm', 'param_norm', 'update_ratio', 'branch_rms')
+                   for sub in SUBLAYERS) + (
+    'stream_rms', 'attn_entropy_mean', 'attn_entropy_min', 'attn_entropy_max',
+    'attn_logit_max_mean', 'attn_logit_max')
+
+
+# ----------------------------------------------------------------------------- per-layer reductions
+def _blocks(encoder: Mapping) -> list[tuple[int, bool, Any]]:
+  """(first layer, scanned?, subtree) of each block module under `Transformer`."""
+  out = []
+  for name, subtree in encoder.items():
+    m = _BLOCK.match(name)
+    if m:
+      scanned = m.group(1) is None or m.group(2) is not None
+      out.append((int(m.group(1) or 0), scanned, subtree))
+  return out
+
+
+def squared_norms(params: Mapping, num_layers: int) -> dict[str, jax.Array]:
+  """{'attn': [L], 'mlp': [L]}: the sum of squares of each block's sublayer parameters."""
+  out = {sub: jnp.zeros(num_layers, jnp.float32) for sub in SUBLAYERS}
+  for first, scanned, block in _blocks(params['Transformer']):
+    for child, subtree in block.items():
+      sub = next(s for s in SUBLAYERS if child in _MODULES[s])
+      for leaf in jax.tree.leaves(subtree):
+        sq = jnp.square(leaf.astype(jnp.float32))
+        if scanned:  # [layers, ...] -> [layers]
+          sq = sq.reshape(sq.shape[0], -1).sum(1)
+          out[sub] = out[sub].at[first:first + sq.shape[0]].add(sq)
+        else:
+          out[sub] = out[sub].at[first].add(sq.sum())
+  return out
+
+
+def sown_per_layer(sown: Mapping, num_layers: int) -> dict[str, jax.Array]:
+  """The 'diagnostics' collection -> {name: [L] or [L, heads]} in layer order."""
+  parts: dict[str, list[tuple[int, jax.Array]]] = {}
+
+  def visit(tree, first, scanned):
+    for name, value in tree.items():
+      if isinstance(value, Mapping):
+        visit(value, first, scanned)
+      else:
+        array = value[0]  # sow keeps a tuple of calls
+        parts.setdefault(name, []).append((first, array if scanned else array[None]))
+
+  for first, scanned, block in _blocks(sown['Transformer']):
+    visit(block, first, scanned)
+  out = {}
+  for name, pieces in parts.items():
+    stacked = jnp.concatenate([a for _, a in sorted(pieces, key=lambda p: p[0])])
+    assert stacked.shape[0] == num_layers, (name, stacked.shape)
+    out[name] = stacked
+  return out
+
+
+# ----------------------------------------------------------------------------- the step
+def diagnostics_step(state: Any, batch: dict, *, model: Any, tx: optax.GradientTransformation,
+                     loss_fn: Callable, micro_batches: int) -> dict[str, jax.Array]:
+  """Every quantity of the module docstring as a [num_layers] array (pure; jit it).
+
+  `loss_fn(params, images, labels, dropout_rng) -> (loss, logits)` is the train step's loss
+  (`train.make_loss_fn`);
+  `state` is the TrainState before the update the record describes.
+  """
+  num_layers = model.num_layers
+  images, labels = batch['image'], batch['label']
+  if micro_batches > 1:  # the first micro-batch, as train.split_batch takes it
+    images, labels = images[::micro_batches], labels[::micro_batches]
+  rng = jax.random.fold_in(state.rng, state.step)
+  grads, _ = jax.grad(loss_fn, has_aux=True)(state.params, images, labels, rng)
+  updates, _ = tx.update(grads, state.opt_state, state.params)
+  g, p, u = (squared_norms(t, num_layers) for t in (grads, state.params, updates))
+  out = {}
+  for sub in SUBLAYERS:
+    out[f'{sub}_grad_norm'] = jnp.sqrt(g[sub])
+    out[f'{sub}_param_norm'] = jnp.sqrt(p[sub])
+    out[f'{sub}_update_ratio'] = jnp.sqrt(u[sub]) / jnp.maximum(jnp.sqrt(p[sub]), 1e-30)
+
+  _, sown = model.apply({'params': state.params}, images, train=False,
+                        mutable=[attention.DIAGNOSTICS])
+  act = sown_per_layer(sown[attention.DIAGNOSTICS], num_layers)
+  out.update({k: act[k] for k in ('attn_branch_rms', 'mlp_branch_rms', 'stream_rms')})
+  entropy, logit_max = act['attn_entropy'], act['attn_logit_max']  # [L, heads]
+  out.update(attn_entropy_mean=entropy.mean(1), attn_entropy_min=entropy.min(1),
+             attn_entropy_max=entropy.max(1), attn_logit_max_mean=logit_max.mean(1),
+             attn_logit_max=logit_max.max(1))
+  return out
+
+
+def jit_diagnostics_step(model, tx, loss_fn: Callable, micro_batches: int, state_sharding: Any,
+                         batch_sharding: Any, out_sharding: Any) -> Callable:
+  """`diagnostics_step` compiled for the train step's mesh; the state is read, not donated."""
+  step = functools.partial(diagnostics_step, model=model, tx=tx, loss_fn=loss_fn,
+                           micro_batches=micro_batches)
+  return jax.jit(step, in_shardings=(state_sharding, batch_sharding), out_shardings=out_sharding)
+
+
+# ----------------------------------------------------------------------------- records
+def records(step: int, values: Mapping[str, Any]) -> list[dict]:
+  """Host arrays of `diagnostics_step` -> one JSON-ready record per layer."""
+  values = {k: np.asarray(v) for k, v in values.items()}
+  num_layers = len(next(iter(values.values())))
+  return [{'step': int(step), 'layer': layer,
+           **{k: float(values[k][layer]) for k in QUANTITIES if k in values}}
+          for layer in range(num_layers)]
+
+
+def read(path: str) -> list[dict]:
+  """The records of a diagnostics.jsonl; for a (step, layer) written twice (a resumed run
+  recomputes the steps after its checkpoint) the last line wins. A torn last line is skipped."""
+  last = {}
+  with open(path) as f:
+    for line in f:
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      last[(record['step'], record['layer'])] = record
+  return [last[k] for k in sorted(last)]
