@@ -42,6 +42,7 @@ def main(argv):
   # Imported here so that `--help` and flag errors come back fast (jax/tf imports take seconds).
   from vit_jax import checkpoint  # pylint: disable=g-import-not-at-top
   from vit_jax import data  # pylint: disable=g-import-not-at-top
+  from vit_jax import divergence  # pylint: disable=g-import-not-at-top
   from vit_jax import train  # pylint: disable=g-import-not-at-top
   from vit_jax import validation  # pylint: disable=g-import-not-at-top
   import tensorflow as tf  # pylint: disable=g-import-not-at-top
@@ -65,6 +66,9 @@ def main(argv):
                  f'top-1 {100 * record["top1"]:.2f}%, top-5 {100 * record["top5"]:.2f}% on '
                  f'{record["num_examples"]} examples')
       print(json.dumps(record))
+  except divergence.Diverged as e:  # a result, not a crash: the sweep records it and goes on
+    print(f'diverged: {e}', file=sys.stderr)
+    sys.exit(divergence.EXIT_CODE)
   except (validation.ConfigError, data.DatasetError, checkpoint.CheckpointError,
           FloatingPointError) as e:
     # Written for the user (what is wrong, how to fix it): no traceback needed.

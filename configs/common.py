@@ -116,6 +116,7 @@ def get_config() -> ml_collections.ConfigDict:
 
   # Loop.
   config.log_every = 50
+  config.divergence_factor = 0.0     # stop as diverged when the loss > k x ln(classes), the initial loss; 0 = only a non-finite loss
   config.diagnostics_every = 100     # steps between diagnostics.jsonl records (vit_jax/diagnostics.py); 0 = off
   config.eval_every = 0              # steps; 0 = once per epoch (and at the end)
   config.checkpoint_every = 1000     # steps; a checkpoint is also written at the end
@@ -167,4 +168,5 @@ def get_sweep_config() -> ml_collections.ConfigDict:
   sweep.eval_test = False            # also run.py --mode=eval on the test split after training
   sweep.inspect = 'first_seed'       # 'none' | 'first_seed' | 'all': runs that get figures
   sweep.report = True                # python -m vit_jax.report at the end
+  sweep.init_depths = ''             # e.g. '6,12,24': python -m vit_jax.init_analysis first, into <study>/init
   return sweep

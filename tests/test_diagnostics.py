@@ -17,6 +17,7 @@ from norm_reference import ref_norm
 from vit_jax import diagnostics
 from vit_jax import models
 from vit_jax import optim
+from vit_jax import study_runs
 from vit_jax import train
 
 NUM_CLASSES = 10
@@ -170,7 +171,7 @@ def test_diagnostics_never_change_training(archive, tmp_path):
   on = _train(archive, str(tmp_path / 'on'), 3)
   jax.tree.map(np.testing.assert_array_equal, on, off)  # bit for bit
   assert not os.path.exists(tmp_path / 'off' / diagnostics.FILE)
-  rows = diagnostics.read(str(tmp_path / 'on' / diagnostics.FILE))
+  rows = study_runs.read_diagnostics(str(tmp_path / 'on' / diagnostics.FILE))
   # step 0 before any update, every 3 steps, and the final state after step 7
   assert sorted({r['step'] for r in rows}) == [0, 3, 6, 7]
   assert [r['layer'] for r in rows if r['step'] == 0] == [0, 1, 2]

@@ -187,6 +187,41 @@ def test_tiny_sweep_end_to_end_and_rerun_skips(tmp_path):
     assert f.read().count('$ python') == 1  # run.py was not launched again
 
 
+def test_a_diverging_run_is_a_result_and_the_report_shows_stability(tmp_path):
+  """An lr axis where the large rate diverges: the sweep records it, finishes with exit 0, and
+  the report has the stability grid, each placement's training dynamics and the init analysis."""
+  archive = cifar_fixtures.write_cifar100_binary(
+      str(tmp_path / 'data'), {'train': cifar_fixtures.make_examples(120, 100)})
+  study_dir = str(tmp_path / 'study')
+  proc = subprocess.run([
+      sys.executable, '-m', 'vit_jax.sweep', '--config=configs/study_cpu.py',
+      f'--workdir={study_dir}', f'--config.data.archive={archive}',
+      '--config.data.strict_counts=False', '--config.data.image_size=8',
+      '--config.data.val_fraction=0.2', '--config.model.patch_size=4',
+      '--config.model.hidden_size=16', '--config.model.num_layers=2',
+      '--config.model.num_heads=2', '--config.model.mlp_dim=16', '--config.total_steps=4',
+      '--config.warmup_steps=0', '--config.batch_size=16', '--config.eval_batch_size=16',
+      '--config.log_every=1', '--config.eval_every=2', '--config.checkpoint_every=2',
+      '--config.divergence_factor=3', '--config.diagnostics_every=2',
+      '--config.sweep.norm_placements=pre', '--config.sweep.seeds=0',
+      '--config.sweep.extra_axes=learning_rate=0.001,10000', '--config.sweep.inspect=none',
+      '--config.sweep.init_depths=1,2'],
+      cwd=ROOT, capture_output=True, text=True)
+  assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+  assert 'diverged at step' in proc.stdout
+  runs = {r.config['learning_rate']: r for r in study_runs.find_runs(study_dir)}
+  assert runs[0.001].status == 'finished' and runs[10000].status == 'diverged'
+  with open(os.path.join(study_dir, runs[10000].workdir, study_runs.DONE_FILE)) as f:
+    assert json.load(f)['diverged_step'] == runs[10000].diverged_step >= 1
+  with open(os.path.join(study_dir, 'report.md')) as f:
+    report = f.read()
+  assert '## Stability over learning rate' in report and '| pre | 0.001 | 1 |' in report
+  assert '## Training dynamics' in report and '![dynamics_pre](dynamics_pre.png)' in report
+  assert '![init_grad_norms](init/init_grad_norms.png)' in report  # the sweep ran it first
+  for name in ('stability.png', 'dynamics_pre.png', 'init/init_grad_norms.png'):
+    assert os.path.getsize(os.path.join(study_dir, name)) > 10_000
+
+
 def test_norm_smoke_sweeps_every_preset():
   from configs import norm_smoke  # pylint: disable=g-import-not-at-top
   from vit_jax import norms  # pylint: disable=g-import-not-at-top

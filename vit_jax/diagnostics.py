@@ -42,7 +42,7 @@ import optax
 from vit_jax import attention
 from vit_jax import norms
 
-FILE = 'diagnostics.jsonl'
+FILE = 'diagnostics.jsonl'  # read back by study_runs.read_diagnostics
 SUBLAYERS = ('attn', 'mlp')
 # Each block's direct children, by sublayer (norm sites keep their names whatever their type).
 _MODULES = {
@@ -156,17 +156,3 @@ def records(step: int, values: Mapping[str, Any]) -> list[dict]:
   return [{'step': int(step), 'layer': layer,
            **{k: float(values[k][layer]) for k in QUANTITIES if k in values}}
           for layer in range(num_layers)]
-
-
-def read(path: str) -> list[dict]:
-  """The records of a diagnostics.jsonl; for a (step, layer) written twice (a resumed run
-  recomputes the steps after its checkpoint) the last line wins. A torn last line is skipped."""
-  last = {}
-  with open(path) as f:
-    for line in f:
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError:
-        continue
-      last[(record['step'], record['layer'])] = record
-  return [last[k] for k in sorted(last)]

@@ -1,7 +1,7 @@
 """A run's logs: WORKDIR/metrics.jsonl, WORKDIR/diagnostics.jsonl and TensorBoard.
 
 One JSON object per line, appended (a resumed run appends after the lines of the run it resumes;
-readers keep the last line of a repeated step: `study_runs.read_metrics`, `diagnostics.read`).
+readers keep the last line of a repeated step: `study_runs.read_metrics`, `study_runs.read_diagnostics`).
 Only process 0 writes; on the other hosts every method is a no-op. The schemas are in
 docs/training.md.
 """

@@ -12,12 +12,16 @@ or any folder of run workdirs), groups the runs by the config fields that differ
   learning_rate.png    the learning rate each placement was trained with.
   final_accuracy.png   final val top-1 / top-5 per placement: bars = mean, whiskers = 95% CI,
                        dots = the individual seeds.
+  stability.png, dynamics_<placement>.png, and the study's init-analysis figure: the training
+                       dynamics (vit_jax/report_dynamics.py), when the runs vary the learning
+                       rate / wrote diagnostics.jsonl.
   summary.json         the same numbers for programs.
 
   python -m vit_jax.report runs/study
 
 Only finished runs (their last train line is at the configured total step) enter the statistics;
-the others are listed with their state, so the report can be built while a sweep is running.
+the others are listed with their state (diverged runs also enter the stability grid), so the
+report can be built while a sweep is running.
 Reading the run folders and grouping them is `vit_jax.study_runs`; the statistics (t-intervals,
 paired t-tests, Holm) are `vit_jax.study_stats`. This module turns them into tables and figures.
 """
@@ -37,6 +41,7 @@ if __name__ == '__main__' and not __package__:  # run as a file: `vit_jax` from 
 
 import numpy as np
 
+from vit_jax import report_dynamics
 from vit_jax import study_runs
 from vit_jax import study_stats
 
@@ -313,10 +318,12 @@ def build_report(study_dir: str, alpha: float = ALPHA) -> dict:
       plot(groups, os.path.join(study_dir, fname), title)
       figures.append(fname)
 
+  stability_md, stability_figures, stability = report_dynamics.stability_section(runs, study_dir)
+  dynamics_md, dynamics_figures = report_dynamics.diagnostics_section(runs, study_dir)
   table, numbers = placement_table(groups)
   comparisons, tests = comparison_table(groups, alpha=alpha)
   counts = {s: sum(r.status == s for r in runs)
-            for s in ('finished', 'incomplete', 'failed', 'not started')}
+            for s in ('finished', 'diverged', 'incomplete', 'failed', 'not started')}
   lines = [f'# {title}', '']
   if sweep_plan:
     lines += [f'Sweep: `{sweep_plan.get("command", "")}`', '']
@@ -346,6 +353,7 @@ def build_report(study_dir: str, alpha: float = ALPHA) -> dict:
     lines += ['## Figures', '']
     lines += [f'![{os.path.splitext(f)[0]}]({f})' for f in figures]
     lines += ['']
+  lines += stability_md + dynamics_md
   inspect_md = inspection_table(study_dir, finished)
   if inspect_md:
     lines += ['## Inspected runs (`python -m vit_jax.figures`)', '', inspect_md, '']
@@ -355,7 +363,9 @@ def build_report(study_dir: str, alpha: float = ALPHA) -> dict:
 
   summary = {'study_dir': os.path.abspath(study_dir), 'varying_fields': fields,
              'groups': numbers, 'comparisons': tests, 'metric_compared': COMPARED_METRIC,
-             'alpha': alpha, 'confidence': study_stats.CONFIDENCE, 'figures': figures,
+             'alpha': alpha, 'confidence': study_stats.CONFIDENCE,
+             'figures': figures + stability_figures + dynamics_figures,
+             'largest_stable_learning_rate': stability,
              'runs': [{'workdir': r.workdir, 'placement': r.placement, 'seed': r.seed,
                        'status': r.status, 'note': r.note, **study_runs.run_metrics(r)}
                       for r in runs]}

@@ -24,6 +24,9 @@ SWEEP_FILE = 'sweep.json'            # the sweep's plan, written by vit_jax.swee
 RUN_INFO_FILE = 'sweep_run.json'     # per run: placement, seed, axes (written before launch)
 DONE_FILE = 'DONE'                   # per run: written by vit_jax.sweep after a finished run
 FAILED_FILE = 'FAILED'               # per run: the tail of the log of a failed run
+DIAGNOSTICS_FILE = 'diagnostics.jsonl'  # per run: vit_jax/diagnostics.py's records (diagnostics.FILE)
+DIVERGED_FILE = 'diverged.json'      # per run: written by the trainer (train.DIVERGED_FILE)
+DIVERGED_EXIT = 3                    # run.py's exit code for a diverged run (divergence.EXIT_CODE)
 INSPECT_DIR = 'inspect'              # per run: vit_jax.figures's figures and inspect.json
 PLACEMENT_FIELD = 'model.norm_placement'
 SEED_FIELD = 'seed'
@@ -57,6 +60,21 @@ def read_metrics(path: str) -> dict[str, list[dict]]:
   for (split, _), record in sorted(last.items(), key=lambda kv: (kv[0][0], kv[0][1])):
     order.setdefault(split, []).append(record)
   return order
+
+
+def read_diagnostics(path: str) -> list[dict]:
+  """diagnostics.jsonl's records in (step, layer) order; for a (step, layer) written twice (a
+  resumed run measures the steps after its checkpoint again) the last line wins. A torn last
+  line is skipped."""
+  last = {}
+  with open(path) as f:
+    for line in f:
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      last[(record['step'], record['layer'])] = record
+  return [last[k] for k in sorted(last)]
 
 
 def train_wall_time(path: str) -> float:
@@ -123,9 +141,10 @@ class Run:
   config: dict[str, Any]               # flattened config.json ({} before the run started)
   metrics: dict[str, list[dict]]
   total_steps: int | None
-  status: str                          # 'finished' | 'incomplete' | 'failed' | 'not started'
+  status: str            # 'finished' | 'diverged' | 'incomplete' | 'failed' | 'not started'
   note: str = ''
   train_seconds: float = 0.0
+  diverged_step: int | None = None     # the step whose loss diverged (status 'diverged')
 
   @property
   def placement(self) -> str:
@@ -163,7 +182,11 @@ def read_run(study_dir: str, workdir: str) -> Run:
   # Training evaluates at its last step when it has a val split: without that line the run was
   # killed between its last train line and its final evaluation.
   final_eval_done = not val or val[-1]['step'] >= (steps or 0)
-  if steps is not None and run.last_step >= steps and final_eval_done:
+  diverged = read_json(os.path.join(path, DIVERGED_FILE))
+  if diverged is not None:  # a result: the loss diverged at that step (train.check_divergence)
+    run.status, run.diverged_step = 'diverged', int(diverged['step'])
+    run.note = f'diverged at step {diverged["step"]} (loss {diverged["loss"]})'
+  elif steps is not None and run.last_step >= steps and final_eval_done:
     run.status = 'finished'
   elif os.path.exists(failed_path):
     run.status = 'failed'

@@ -25,15 +25,19 @@ Every `--config.*` override given to the sweep is passed on to each run, except
   sweep.eval_test        also evaluate each finished run on the test split (--mode=eval).
   sweep.inspect          'first_seed' | 'all' | 'none': runs that get vit_jax.figures figures.
   sweep.report           build the report (vit_jax.report) at the end.
+  sweep.init_depths      e.g. '6,12,24': first, vit_jax.init_analysis of the placements at these
+                         depths into <study>/init (the report shows its figure); '' = skip.
 
 Layout: `<study>/<placement>/seed_<s>` or, with extra axes, `<study>/<placement>/<axes>/seed_<s>`
 (the seeds of one condition share a parent folder). Runs go seed by seed (every placement of
 seed 0 first), so a report built half-way already compares every placement.
 
 State: a run is done when its `DONE` file records the same run.py arguments; DONE is written
-only after run.py exited 0 and metrics.jsonl reached the configured total step. Anything else is
-(re)launched and resumes from its newest checkpoint. A failed run leaves `FAILED` (the tail of
-its log); the sweep goes on with the next run and exits 1 at the end.
+only after run.py exited 0 and metrics.jsonl reached the configured total step, or after the run
+diverged (run.py exit code 3 and the trainer's diverged.json: a non-finite loss, or one above
+config.divergence_factor x its initial value): a diverged run is a result, recorded with its step,
+and the sweep goes on. Anything else is (re)launched and resumes from its newest checkpoint. A
+failed run leaves `FAILED` (the tail of its log); the sweep goes on and exits 1 at the end.
 
 The runs share a persistent XLA compilation cache, <study>/.jax_compilation_cache (unless
 JAX_COMPILATION_CACHE_DIR is set): runs that differ only in the seed skip compilation.
@@ -58,6 +62,8 @@ from absl import flags
 from ml_collections import config_flags
 
 from vit_jax import study_runs
+
+INIT_DIR = 'init'  # report_dynamics.INIT_FIGURE's folder
 
 config_flags.DEFINE_config_file('config', None, 'Study config (configs/study.py): a training '
                                 'config plus a `sweep` block.', lock_config=True)
@@ -239,6 +245,14 @@ def inspect_command(workdirs: Sequence[str], python: str = sys.executable) -> li
   return [python, '-m', 'vit_jax.figures', *(f'--workdir={w}' for w in workdirs)]
 
 
+def init_command(study_dir: str, config_file: str, placements: Sequence[str], depths: str,
+                 overrides: Sequence[str], python: str = sys.executable) -> list[str]:
+  """vit_jax.init_analysis for the sweep's placements into <study>/init (sweep.init_depths)."""
+  return [python, '-m', 'vit_jax.init_analysis', f'--config={config_file}',
+          f'--out={os.path.join(study_dir, INIT_DIR)}', f'--placements={";".join(placements)}',
+          f'--depths={depths}', *overrides]
+
+
 def report_command(study_dir: str, python: str = sys.executable) -> list[str]:
   return [python, '-m', 'vit_jax.report', study_dir]
 
@@ -356,6 +370,13 @@ def execute(run: Run, config_file: str, overrides: Sequence[str], eval_test: boo
     start = time.time()
     rc = _run_logged(command, log_path, env)
     seconds = time.time() - start
+    state = study_runs.read_run(os.path.dirname(run.workdir), os.path.basename(run.workdir))
+    if rc == study_runs.DIVERGED_EXIT and state.status == 'diverged':  # a result: record, go on
+      _write_json(os.path.join(run.workdir, study_runs.DONE_FILE),
+                  {'args': _args_key(command), 'seconds': seconds, 'diverged_step':
+                   state.diverged_step, 'finished': time.strftime('%Y-%m-%d %H:%M:%S')})
+      print(f'{index} {name}: {state.note} after {seconds:.0f} s', flush=True)
+      return True
     if rc != 0 or not reached_end(run.workdir):
       why = f'exit code {rc}' if rc else 'stopped before the last step (signal?)'
       with open(failed, 'w') as f:
@@ -371,7 +392,8 @@ def execute(run: Run, config_file: str, overrides: Sequence[str], eval_test: boo
                                                      os.path.basename(run.workdir)))
     print(f'{index} {name}: done in {seconds:.0f} s, final val top-1 '
           f'{100 * val["final_val_top1"]:.2f}%', flush=True)
-  if eval_test and not has_test_eval(run.workdir):
+  diverged = os.path.exists(os.path.join(run.workdir, study_runs.DIVERGED_FILE))
+  if eval_test and not diverged and not has_test_eval(run.workdir):
     print(f'{index} {name}: evaluating on test', flush=True)
     if _run_logged(eval_test_command(run, config_file, overrides), log_path, env) != 0:
       print(f'{index} {name}: test evaluation FAILED; see {log_path}', flush=True)
@@ -401,6 +423,9 @@ def main(argv: Sequence[str]) -> None:
   make_report = bool(sweep.get('report', True))
 
   if FLAGS.dry_run:
+    if sweep.get('init_depths'):
+      print(shell_line(init_command(study_dir, config_file, split_placements(
+          sweep['norm_placements']), str(sweep['init_depths']), overrides)))
     for run in runs:
       print(shell_line(train_command(run, config_file, overrides)))
     if eval_test:
@@ -423,7 +448,16 @@ def main(argv: Sequence[str]) -> None:
   start = time.time()
   failed = []
   env = _child_env(study_dir)
+  init_depths = str(sweep.get('init_depths', '') or '')
   try:
+    done = os.path.exists(os.path.join(study_dir, INIT_DIR, 'init_grad_norms.json'))
+    if init_depths and not done:
+      print(f'gradient norms at init, depths {init_depths} → {os.path.join(study_dir, INIT_DIR)}',
+            flush=True)
+      placements = split_placements(sweep['norm_placements'])
+      if subprocess.call(init_command(study_dir, config_file, placements, init_depths,
+                                      overrides), env=env) != 0:
+        print('the init analysis FAILED (see above); the runs go on', flush=True)
     for i, run in enumerate(runs, 1):
       if not execute(run, config_file, overrides, eval_test, f'[{i}/{len(runs)}]', env):
         failed.append(run)

@@ -28,6 +28,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from vit_jax import checkpoint
 from vit_jax import data
 from vit_jax import diagnostics
+from vit_jax import divergence
 from vit_jax import hardware
 from vit_jax import logs
 from vit_jax import models
@@ -282,16 +283,6 @@ def _format_eta(seconds: float) -> str:
   return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
 
 
-def check_finite(host_metrics: list[dict], first_step: int, workdir: str) -> None:
-  """Stops on a non-finite training loss, naming its step, before anything else is saved."""
-  for i, m in enumerate(host_metrics):
-    if not np.isfinite(m['loss']):
-      raise FloatingPointError(
-          f'Non-finite training loss ({m["loss"]}) at step {first_step + i}. The last good '
-          f'checkpoint in {checkpoint.checkpoint_dir(workdir)} is kept; lower the learning rate, '
-          'add warmup or gradient clipping (--config.grad_clip_norm=1.0) and rerun.')
-
-
 def mean_metrics(host_metrics: list[dict]) -> dict[str, float]:
   """The mean of each per-step metric over the steps since the previous train line."""
   return {k: float(np.mean([m[k] for m in host_metrics])) for k in host_metrics[0]}
@@ -354,6 +345,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   info = source.info
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
+    if os.path.exists(os.path.join(workdir, divergence.FILE)):  # describes the latest attempt only
+      os.remove(os.path.join(workdir, divergence.FILE))
     with open(os.path.join(workdir, 'config.json'), 'w') as f:
       f.write(config.to_json_best_effort(indent=2))
   mesh = create_mesh()
@@ -401,6 +394,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       config.data, global_batch_size=config.batch_size, seed=config.seed, start_step=start_step,
       source=source), mesh)
   log = logs.RunLog(workdir)
+  limit = divergence.limit(config, info.num_classes)
   diagnose = None
   if config.diagnostics_every:  # vit_jax/diagnostics.py; reads the state, never changes it
     diagnose = diagnostics.jit_diagnostics_step(
@@ -434,7 +428,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         # The only device -> host copy of the loop; a NaN stops it before any eval or save.
         if write_train_line or run_eval or save:
           fetched = jax.device_get(on_device)
-          check_finite(fetched, step - len(fetched) + 1, workdir)
+          divergence.check(fetched, step - len(fetched) + 1, workdir, limit)
           on_host += fetched
           on_device = []
         if write_train_line:

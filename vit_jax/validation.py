@@ -226,6 +226,9 @@ def _checkpoint_problems(config: ml_collections.ConfigDict) -> list[str]:
       p.append(f'{name}={config[name]} must be positive.')
   if config.eval_every < 0:
     p.append(f'eval_every={config.eval_every} must be >= 0 (0 = once per epoch).')
+  if config.divergence_factor < 0 or 0 < config.divergence_factor <= 1:
+    p.append(f'divergence_factor={config.divergence_factor} must be 0 (off) or > 1 (the loss '
+             'starts at ln(classes)).')
   if config.diagnostics_every < 0:
     p.append(f'diagnostics_every={config.diagnostics_every} must be >= 0 (0 = no diagnostics).')
   return p

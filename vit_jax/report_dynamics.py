@@ -1,0 +1,198 @@
+"""The training-dynamics part of a study report: stability over (learning rate, warmup) and each
+placement's per-layer diagnostics. `vit_jax.report` calls it and adds what it returns.
+
+  stability.png            per placement, final val top-1 over learning rate x warmup (mean over
+                           seeds); a cell where any seed diverged is marked (the run stopped,
+                           train.check_divergence). Only when the runs differ in learning rate.
+  dynamics_<placement>.png from the first seed's diagnostics.jsonl (vit_jax/diagnostics.py):
+                           gradient norm by layer over training (layer x step), residual-stream
+                           RMS by depth at the first and last record, attention entropy by layer
+                           at the first and last record.
+  init/init_grad_norms.png the study's `python -m vit_jax.init_analysis --out=<study>/init`, when
+                           present.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+
+from vit_jax import study_runs
+
+LR_FIELD = 'learning_rate'
+WARMUP_FIELDS = ('warmup_fraction', 'warmup_steps')
+INIT_FIGURE = os.path.join('init', 'init_grad_norms.png')
+
+
+def _pyplot():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use('Agg')
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def _safe(text: str) -> str:
+  return ''.join(c if c.isalnum() or c in '-_+' else '_' for c in text)
+
+
+# ----------------------------------------------------------------------------- stability
+def stability_grid(runs: Sequence[study_runs.Run]) -> tuple[str | None, dict]:
+  """(the warmup field that varies or None, {placement: {(lr, warmup): [top-1 or None]}}), None
+  for a diverged seed; only finished and diverged runs."""
+  done = [r for r in runs if r.status in ('finished', 'diverged')]
+  varying = study_runs.varying_fields(done)
+  warmup = next((f for f in WARMUP_FIELDS if f in varying), None)
+  grid: dict[str, dict] = {}
+  for r in done:
+    key = (float(r.config.get(LR_FIELD, math.nan)), r.config.get(warmup) if warmup else None)
+    top1 = None if r.status == 'diverged' else study_runs.run_metrics(r)['final_val_top1']
+    grid.setdefault(r.placement, {}).setdefault(key, []).append(top1)
+  return warmup, grid
+
+
+def largest_stable(cells: dict) -> dict:
+  """{warmup: the largest learning rate at which no seed diverged (None if none)}."""
+  out = {}
+  for warmup in sorted({w for _, w in cells}, key=str):
+    stable = [lr for (lr, w), values in cells.items() if w == warmup and None not in values]
+    out[warmup] = max(stable) if stable else None
+  return out
+
+
+def plot_stability(grid: dict, warmup_field: str | None, path: str) -> None:
+  plt = _pyplot()
+  n = len(grid)
+  fig, axes = plt.subplots(1, n, figsize=(3.2 * n + 1.5, 3.4), squeeze=False, layout='constrained')
+  image = None
+  for ax, (placement, cells) in zip(axes[0], sorted(grid.items(), key=lambda kv: study_runs.placement_rank(kv[0]))):
+    lrs = sorted({lr for lr, _ in cells})
+    warmups = sorted({w for _, w in cells}, key=str)
+    values = np.full((len(warmups), len(lrs)), np.nan)
+    for (lr, w), seeds in cells.items():
+      if None not in seeds:
+        values[warmups.index(w), lrs.index(lr)] = 100 * float(np.mean(seeds))
+    top = max(float(np.nanmax(values)) if np.isfinite(values).any() else 0.0, 1.0)
+    image = ax.imshow(values, cmap='viridis', vmin=0, vmax=top, aspect='auto')
+    for (lr, w), seeds in cells.items():
+      i, j = warmups.index(w), lrs.index(lr)
+      if None in seeds:
+        ax.text(j, i, 'diverged', ha='center', va='center', fontsize=7, color='crimson')
+      else:
+        ax.text(j, i, f'{values[i, j]:.1f}', ha='center', va='center', fontsize=8,
+                color='white' if values[i, j] < top / 2 else 'black')
+    ax.set_xticks(range(len(lrs)), [f'{lr:g}' for lr in lrs], rotation=45)
+    ax.set_yticks(range(len(warmups)), ['as configured' if w is None else str(w) for w in warmups])
+    ax.set_xlabel('peak learning rate')
+    ax.set_title(placement)
+  axes[0][0].set_ylabel(warmup_field or 'warmup (not varied)')
+  if image is not None:
+    fig.colorbar(image, ax=axes[0].tolist(), label='final val top-1 (%), mean over seeds')
+  fig.suptitle('Stability: final val top-1 by learning rate and warmup', fontsize=10)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def stability_section(runs: Sequence[study_runs.Run], study_dir: str
+                      ) -> tuple[list[str], list[str], dict]:
+  """(markdown lines, figure names, summary) of the stability grid; empty without an LR axis."""
+  warmup, grid = stability_grid(runs)
+  if not grid or len({lr for cells in grid.values() for lr, _ in cells}) < 2:
+    return [], [], {}
+  plot_stability(grid, warmup, os.path.join(study_dir, 'stability.png'))
+  warmups = sorted({w for cells in grid.values() for _, w in cells}, key=str)
+  header = ['placement'] + [f'largest stable lr ({warmup}={w})' if warmup else 'largest stable lr'
+                            for w in warmups] + ['diverged runs']
+  rows, summary = [], {}
+  for placement, cells in sorted(grid.items(), key=lambda kv: study_runs.placement_rank(kv[0])):
+    best = largest_stable(cells)
+    diverged = sum(v is None for values in cells.values() for v in values)
+    rows.append([placement] + [f'{best[w]:g}' if best.get(w) is not None else 'none'
+                               for w in warmups] + [str(diverged)])
+    summary[placement] = {str(w): best.get(w) for w in warmups}
+  lines = ['## Stability over learning rate' + (f' and {warmup}' if warmup else ''), '',
+           'A run diverged when its training loss became non-finite or exceeded '
+           '`divergence_factor` x its initial value; it stopped there and counts as a result. '
+           'The largest stable learning rate is the largest one at which no seed diverged.', '',
+           '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+  lines += ['| ' + ' | '.join(r) + ' |' for r in rows]
+  return lines + ['', '![stability](stability.png)', ''], ['stability.png'], summary
+
+
+# ----------------------------------------------------------------------------- diagnostics
+def layer_by_step(records: Sequence[dict], key) -> tuple[list[int], np.ndarray]:
+  """(steps, [layers, steps] array of key(record))."""
+  steps = sorted({r['step'] for r in records})
+  layers = 1 + max(r['layer'] for r in records)
+  grid = np.full((layers, len(steps)), np.nan)
+  for r in records:
+    grid[r['layer'], steps.index(r['step'])] = key(r)
+  return steps, grid
+
+
+def plot_dynamics(records: Sequence[dict], path: str, title: str) -> None:
+  from matplotlib import colors  # pylint: disable=g-import-not-at-top
+  plt = _pyplot()
+  fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), layout='constrained')
+  steps, grads = layer_by_step(
+      records, lambda r: math.hypot(r['attn_grad_norm'], r['mlp_grad_norm']))
+  positive = grads[grads > 0]
+  norm = colors.LogNorm(positive.min(), positive.max()) if positive.size else None
+  image = axes[0].imshow(np.where(grads > 0, grads, np.nan), aspect='auto', origin='lower',
+                         cmap='magma', norm=norm, interpolation='nearest')
+  axes[0].set_xticks(range(len(steps)), [str(s) for s in steps], rotation=90, fontsize=7)
+  axes[0].set_xlabel('training step')
+  axes[0].set_ylabel('layer (0 = first block)')
+  axes[0].yaxis.set_major_locator(plt.MaxNLocator(integer=True))
+  axes[0].set_title('gradient norm per block (white: exactly 0)', fontsize=10)
+  fig.colorbar(image, ax=axes[0], label='||gradient|| (attention + MLP)')
+  for ax, key, what in ((axes[1], 'stream_rms', 'residual-stream RMS at the block output'),
+                        (axes[2], 'attn_entropy_mean', 'attention entropy (nats, mean over heads)')):
+    _, grid = layer_by_step(records, lambda r, k=key: r[k])
+    layers = np.arange(grid.shape[0])
+    for column, label in ((0, f'step {steps[0]}'), (-1, f'step {steps[-1]}')):
+      ax.plot(layers, grid[:, column], marker='o', label=label)
+    ax.set_xlabel('layer (0 = first block)')
+    ax.set_ylabel(what)
+    ax.set_title(what.split(' (')[0] + ' by depth')
+    ax.xaxis.set_major_locator(plt.MaxNLocator(integer=True))
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+  rms = np.asarray([r['stream_rms'] for r in records])
+  if rms.min() > 0 and rms.max() / rms.min() > 10:  # growth over orders of magnitude
+    axes[1].set_yscale('log')
+  fig.suptitle(title, fontsize=10)
+  fig.savefig(path, dpi=110)
+  plt.close(fig)
+
+
+def diagnostics_section(runs: Sequence[study_runs.Run], study_dir: str) -> tuple[list[str], list[str]]:
+  """(markdown lines, figure names): one dynamics figure per placement (its lowest seed), and the
+  study's init-analysis figure when present."""
+  figures, seen = [], set()
+  for r in sorted(runs, key=lambda r: (study_runs.placement_rank(r.placement), r.seed)):
+    path = os.path.join(study_dir, r.workdir, study_runs.DIAGNOSTICS_FILE)
+    if r.placement in seen or not os.path.exists(path):
+      continue
+    records = study_runs.read_diagnostics(path)
+    if not records:
+      continue
+    seen.add(r.placement)
+    name = f'dynamics_{_safe(r.placement)}.png'
+    plot_dynamics(records, os.path.join(study_dir, name),
+                  f'{r.placement}: training dynamics of {r.workdir}')
+    figures.append(name)
+  if os.path.exists(os.path.join(study_dir, INIT_FIGURE)):
+    figures.append(INIT_FIGURE)
+  if not figures:
+    return [], []
+  lines = ['## Training dynamics', '',
+           'Per placement, from its first seed\'s `diagnostics.jsonl` (docs/training.md): the '
+           'gradient norm of each block over training, the residual-stream RMS and the attention '
+           'entropy by depth at the first and the last record'
+           + ('; and the gradient norm per layer at initialization over depths '
+              '(`python -m vit_jax.init_analysis`)' if INIT_FIGURE in figures else '') + '.', '']
+  lines += [f'![{os.path.splitext(os.path.basename(f))[0]}]({f})' for f in figures]
+  return lines + [''], figures
