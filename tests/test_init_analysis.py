@@ -28,10 +28,10 @@ def _config():
 def test_layer_norms_are_jax_grad_of_the_unscanned_model():
   rng = np.random.default_rng(0)
   batches = [{'image': rng.normal(size=(6, 8, 8, 3)).astype(np.float32),
-              'label': rng.integers(0, 10, size=6).astype(np.int32), 'num_classes': 10}
+              'label': rng.integers(0, 10, size=6).astype(np.int32)}
              for _ in range(2)]
   config = _config()
-  got = init_analysis.layer_grad_norms(config, 'pre,mixln=0.5', 4, batches)
+  got = init_analysis.layer_grad_norms(config, 'pre,mixln=0.5', 4, batches, 10)
 
   # The same initial params, unscanned (two scanned segments: post-LN layers 0-1, pre-LN 2-3).
   fields = dict(config.model, norm_placement='pre,mixln=0.5', num_layers=4, scan=True)

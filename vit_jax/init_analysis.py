@@ -38,19 +38,24 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
-config_flags.DEFINE_config_file('config', None, 'A training config (its data and model shape).')
-flags.DEFINE_string('out', None, 'Folder for init_grad_norms.png / .json.')
-flags.DEFINE_string('placements', 'pre,post,sandwich,deepnorm',
-                    "Norm presets, ','-separated, or specs (vit_jax/norms.py), ';'-separated "
-                    "(e.g. 'pre;pre,mixln=0.5').")
-flags.DEFINE_list('depths', ['6', '12', '24', '48'], 'Encoder depths (num_layers).')
-flags.DEFINE_integer('batches', 2, 'Training batches the gradient is averaged over.')
-flags.DEFINE_integer('batch_size', 64, 'Images per batch.')
-flags.mark_flags_as_required(['config', 'out'])
 FLAGS = flags.FLAGS
 
 
-def layer_grad_norms(config, placement: str, depth: int, batches: Sequence[dict]) -> dict:
+def _define_flags() -> None:
+  """Only when run as a program: the study tools' flags would collide in one process (tests)."""
+  config_flags.DEFINE_config_file('config', None, 'A training config (its data and model shape).')
+  flags.DEFINE_string('out', None, 'Folder for init_grad_norms.png / .json.')
+  flags.DEFINE_string('placements', 'pre,post,sandwich,deepnorm',
+                      "Norm presets, ','-separated, or specs (vit_jax/norms.py), ';'-separated "
+                      "(e.g. 'pre;pre,mixln=0.5').")
+  flags.DEFINE_list('depths', ['6', '12', '24', '48'], 'Encoder depths (num_layers).')
+  flags.DEFINE_integer('batches', 2, 'Training batches the gradient is averaged over.')
+  flags.DEFINE_integer('batch_size', 64, 'Images per batch.')
+  flags.mark_flags_as_required(['config', 'out'])
+
+
+def layer_grad_norms(config, placement: str, depth: int, batches: Sequence[dict],
+                     num_classes: int) -> dict:
   """{'total', 'attn', 'mlp': per-layer gradient norms} of one model at initialization."""
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
@@ -58,7 +63,7 @@ def layer_grad_norms(config, placement: str, depth: int, batches: Sequence[dict]
   from vit_jax import diagnostics, models, train  # pylint: disable=g-import-not-at-top
   model_config = config.model.copy_and_resolve_references()
   model_config.update(norm_placement=placement, num_layers=depth, scan=True, remat=False)
-  model = models.create_model(model_config, num_classes=batches[0]['num_classes'])
+  model = models.create_model(model_config, num_classes)
   images = jnp.asarray(batches[0]['image'])
   params = jax.jit(model.init)(jax.random.key(config.seed), images)['params']
   head = params['head']['kernel']
@@ -123,13 +128,13 @@ def main(argv: Sequence[str]) -> None:
   batches = []
   for _ in range(FLAGS.batches):
     batch = next(stream)
-    batches.append({'image': np.asarray(batch['image']), 'label': np.asarray(batch['label']),
-                    'num_classes': source.info.num_classes})
+    batches.append({'image': np.asarray(batch['image']), 'label': np.asarray(batch['label'])})
   results = {}
   for placement in placements:
     results[placement] = {}
     for depth in depths:
-      results[placement][str(depth)] = layer_grad_norms(config, placement, depth, batches)
+      results[placement][str(depth)] = layer_grad_norms(config, placement, depth, batches,
+                                                        source.info.num_classes)
       print(f'{placement} L={depth}: last layer {results[placement][str(depth)]["total"][-1]:.4g}',
             flush=True)
   seconds = time.time() - t0
@@ -148,4 +153,5 @@ def main(argv: Sequence[str]) -> None:
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

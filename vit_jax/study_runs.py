@@ -39,6 +39,18 @@ PRESET_ORDER = tuple(norms.NORM_PRESETS)  # rows in this order
 # ============================================================================ reading runs
 
 
+def json_lines(path: str) -> Iterable[dict]:
+  """The JSON objects of a .jsonl file; blank and torn lines (a killed writer) are skipped."""
+  with open(path) as f:
+    for line in f:
+      try:
+        record = json.loads(line)
+      except json.JSONDecodeError:
+        continue
+      if isinstance(record, dict):
+        yield record
+
+
 def read_metrics(path: str) -> dict[str, list[dict]]:
   """{split: records sorted by step}; for a step logged twice (a resumed run) the last line wins.
 
@@ -46,17 +58,9 @@ def read_metrics(path: str) -> dict[str, list[dict]]:
   """
   last: dict[tuple[str, int], dict] = {}
   order: dict[str, list[dict]] = {}
-  with open(path) as f:
-    for line in f:
-      line = line.strip()
-      if not line:
-        continue
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError:
-        continue
-      if 'split' in record and 'step' in record:
-        last[(record['split'], int(record['step']))] = record
+  for record in json_lines(path):
+    if 'split' in record and 'step' in record:
+      last[(record['split'], int(record['step']))] = record
   for (split, _), record in sorted(last.items(), key=lambda kv: (kv[0][0], kv[0][1])):
     order.setdefault(split, []).append(record)
   return order
@@ -66,14 +70,7 @@ def read_diagnostics(path: str) -> list[dict]:
   """diagnostics.jsonl's records in (step, layer) order; for a (step, layer) written twice (a
   resumed run measures the steps after its checkpoint again) the last line wins. A torn last
   line is skipped."""
-  last = {}
-  with open(path) as f:
-    for line in f:
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError:
-        continue
-      last[(record['step'], record['layer'])] = record
+  last = {(r['step'], r['layer']): r for r in json_lines(path)}
   return [last[k] for k in sorted(last)]
 
 
@@ -84,18 +81,13 @@ def train_wall_time(path: str) -> float:
   of the last value of each segment.
   """
   total, previous = 0.0, None
-  with open(path) as f:
-    for line in f:
-      try:
-        record = json.loads(line)
-      except json.JSONDecodeError:
-        continue
-      if record.get('split') != 'train' or 'wall_time' not in record:
-        continue
-      wall = float(record['wall_time'])
-      if previous is not None and wall < previous:
-        total += previous
-      previous = wall
+  for record in json_lines(path):
+    if record.get('split') != 'train' or 'wall_time' not in record:
+      continue
+    wall = float(record['wall_time'])
+    if previous is not None and wall < previous:
+      total += previous
+    previous = wall
   return total + (previous or 0.0)
 
 
