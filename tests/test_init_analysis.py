@@ -71,6 +71,10 @@ def test_command_line_writes_table_figure_and_numbers(tmp_path):
   result = json.loads((out / 'init_grad_norms.json').read_text())
   assert [len(result['results']['pre'][d]['total']) for d in ('1', '3')] == [1, 3]
   assert (out / 'init_grad_norms.png').stat().st_size > 10_000
+  again = subprocess.run([sys.executable, '-m', 'vit_jax.init_analysis',
+                          f'--print_table={out / "init_grad_norms.json"}'],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+  assert again.returncode == 0 and again.stdout.strip() in proc.stdout  # the same table
   bad = subprocess.run(
       [sys.executable, '-m', 'vit_jax.init_analysis', '--config=configs/cpu_quick.py',
        f'--out={out}', '--placements=prenorm', f'--config.data.archive={archive}'],

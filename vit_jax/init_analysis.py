@@ -16,7 +16,8 @@ which would make every body gradient exactly zero at step 0, and dropout off; th
 of the mean cross-entropy over `--batches` training batches of `--batch_size` images. Per layer:
 the norm of the gradient of the block's parameters (attention and MLP sublayers, their norms
 included; vit_jax/diagnostics.py groups them). It prints a table (first and last layer, and
-last x sqrt(L), constant when the 1/sqrt(L) law holds) and writes to --out:
+last x sqrt(L), constant when the 1/sqrt(L) law holds; `--print_table=FILE` prints it again from
+a written JSON) and writes to --out:
   init_grad_norms.png   gradient norm (log) against layer index, a panel per placement, a line
                         per depth
   init_grad_norms.json  every number, with the command and the config
@@ -51,7 +52,8 @@ def _define_flags() -> None:
   flags.DEFINE_list('depths', ['6', '12', '24', '48'], 'Encoder depths (num_layers).')
   flags.DEFINE_integer('batches', 2, 'Training batches the gradient is averaged over.')
   flags.DEFINE_integer('batch_size', 64, 'Images per batch.')
-  flags.mark_flags_as_required(['config', 'out'])
+  flags.DEFINE_string('print_table', '', 'Only print the table of an init_grad_norms.json (e.g. '
+                      'docs/results/init_analysis/init_grad_norms.json) and exit.')
 
 
 def layer_grad_norms(config, placement: str, depth: int, batches: Sequence[dict],
@@ -64,23 +66,20 @@ def layer_grad_norms(config, placement: str, depth: int, batches: Sequence[dict]
   model_config = config.model.copy_and_resolve_references()
   model_config.update(norm_placement=placement, num_layers=depth, scan=True, remat=False)
   model = models.create_model(model_config, num_classes)
-  images = jnp.asarray(batches[0]['image'])
-  params = jax.jit(model.init)(jax.random.key(config.seed), images)['params']
-  head = params['head']['kernel']
-  params['head']['kernel'] = jax.nn.initializers.lecun_normal()(
-      jax.random.key(config.seed + 1), head.shape, head.dtype)
+  # One batch of all the images: the mean loss over equal batches is their mean.
+  images = jnp.concatenate([jnp.asarray(b['image']) for b in batches])
+  labels = jnp.concatenate([jnp.asarray(b['label']) for b in batches])
 
-  @jax.jit
-  def grads_of(params, images, labels):
+  @jax.jit  # one compile per model: init, head, gradient and the per-layer norms together
+  def layer_squares(init_key, head_key, images, labels):
+    params = model.init(init_key, images[:1])['params']
+    head = params['head']['kernel']
+    params['head']['kernel'] = jax.nn.initializers.lecun_normal()(head_key, head.shape, head.dtype)
     loss = lambda p: jnp.mean(train.cross_entropy(model.apply({'params': p}, images), labels))
-    return jax.grad(loss)(params)
+    return diagnostics.squared_norms(jax.grad(loss)(params), depth)
 
-  grads = None
-  for batch in batches:
-    g = grads_of(params, batch['image'], batch['label'])
-    grads = g if grads is None else jax.tree.map(jnp.add, grads, g)
-  grads = jax.tree.map(lambda x: x / len(batches), grads)
-  sq = jax.device_get(diagnostics.squared_norms(grads, depth))
+  sq = jax.device_get(layer_squares(jax.random.key(config.seed), jax.random.key(config.seed + 1),
+                                    images, labels))
   return {'attn': np.sqrt(sq['attn']).tolist(), 'mlp': np.sqrt(sq['mlp']).tolist(),
           'total': np.sqrt(sq['attn'] + sq['mlp']).tolist()}
 
@@ -105,6 +104,12 @@ def plot(results: dict, path: str, title: str) -> str:
 
 def main(argv: Sequence[str]) -> None:
   del argv
+  if FLAGS.print_table:
+    with open(FLAGS.print_table) as f:
+      print(table(json.load(f)['results']))
+    return
+  if FLAGS.config is None or not FLAGS.out:
+    raise app.UsageError('--config and --out are required (or --print_table=FILE)')
   import numpy as np  # pylint: disable=g-import-not-at-top
   from vit_jax import data, norms, validation  # pylint: disable=g-import-not-at-top
   config = FLAGS.config
