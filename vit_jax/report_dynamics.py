@@ -67,6 +67,9 @@ def plot_stability(grid: dict, warmup_field: str | None, path: str) -> None:
   n = len(grid)
   fig, axes = plt.subplots(1, n, figsize=(3.2 * n + 1.5, 3.4), squeeze=False, layout='constrained')
   image = None
+  finished = [100 * float(np.mean(v)) for cells in grid.values() for v in cells.values()
+              if None not in v]
+  top = max(max(finished, default=0.0), 1.0)  # one colour scale for every panel
   for ax, (placement, cells) in zip(axes[0], sorted(grid.items(), key=lambda kv: study_runs.placement_rank(kv[0]))):
     lrs = sorted({lr for lr, _ in cells})
     warmups = sorted({w for _, w in cells}, key=str)
@@ -74,7 +77,6 @@ def plot_stability(grid: dict, warmup_field: str | None, path: str) -> None:
     for (lr, w), seeds in cells.items():
       if None not in seeds:
         values[warmups.index(w), lrs.index(lr)] = 100 * float(np.mean(seeds))
-    top = max(float(np.nanmax(values)) if np.isfinite(values).any() else 0.0, 1.0)
     image = ax.imshow(values, cmap='viridis', vmin=0, vmax=top, aspect='auto')
     for (lr, w), seeds in cells.items():
       i, j = warmups.index(w), lrs.index(lr)
