@@ -50,6 +50,13 @@ def make_norm(kind: str, name: str, *, epsilon: float, dtype: Any,
   raise ValueError(f'norm type {kind!r} is not one of {", ".join(norms.NORM_TYPES)}')
 
 
+def site_norm(spec: norms.NormSpec, site: str, *, epsilon: float, dtype: Any,
+              param_dtype: Any) -> Callable[[jax.Array], jax.Array]:
+  """The norm at `site` of `spec` (its type, its parameter name `norms.NORM_NAMES[site]`)."""
+  return make_norm(spec.type_of(site), norms.NORM_NAMES[site], epsilon=epsilon, dtype=dtype,
+                   param_dtype=param_dtype)
+
+
 def scaled_init(gain: float):
   """xavier_uniform times `gain` (the bits of xavier_uniform itself when gain == 1)."""
   base = nn.initializers.xavier_uniform()

@@ -80,6 +80,7 @@ if __name__ == '__main__':  # run as a file: vit_jax/ on sys.path would shadow t
   sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 import dataclasses
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -179,10 +180,8 @@ class Encoder1DBlock(nn.Module):
     # vit_jax/diagnostics.py's pass (init makes every collection but 'intermediates' mutable)
     diagnose = self.is_mutable_collection(attention.DIAGNOSTICS) and not self.is_initializing()
 
-    def norm(site):
-      return layers.make_norm(spec.type_of(site), norms.NORM_NAMES[site],
-                             epsilon=self.layer_norm_epsilon, dtype=self.dtype,
-                             param_dtype=self.param_dtype)
+    norm = functools.partial(layers.site_norm, spec, epsilon=self.layer_norm_epsilon,
+                             dtype=self.dtype, param_dtype=self.param_dtype)
 
     def attn(y):
       y = attention.attend(
@@ -266,9 +265,8 @@ class Encoder(nn.Module):
   def __call__(self, x: Array, grid: tuple[int, int], *, train: bool) -> Array:
     # x: [batch, prefix + gh*gw, width]; prefix tokens (cls) come first.
     spec = self.norm_spec
-    norm = lambda site: layers.make_norm(spec.type_of(site), norms.NORM_NAMES[site],
-                                        epsilon=self.layer_norm_epsilon, dtype=self.dtype,
-                                        param_dtype=self.param_dtype)
+    norm = functools.partial(layers.site_norm, spec, epsilon=self.layer_norm_epsilon,
+                             dtype=self.dtype, param_dtype=self.param_dtype)
     if self.posemb == 'learn':
       x = layers.AddPositionEmbs(param_dtype=self.param_dtype, name='posembed_input')(x)
     else:  # sincos2d: fixed, the prefix positions get zeros
@@ -403,9 +401,8 @@ class VisionTransformer(nn.Module):
       raise ValueError(f'{what} is not divisible by patch_size={self.patch_size}')
 
     p = self.patch_size
-    norm = lambda site: layers.make_norm(spec.type_of(site), norms.NORM_NAMES[site],
-                                        epsilon=self.layer_norm_epsilon, dtype=dtype,
-                                        param_dtype=param_dtype)
+    norm = functools.partial(layers.site_norm, spec, epsilon=self.layer_norm_epsilon,
+                             dtype=dtype, param_dtype=param_dtype)
     if 'in' in spec.patch:  # Dual PatchNorm: a norm on each flattened patch, then the kernel
       x = norm('patch_in')(layers.patchify(x, p))
       embed = layers.PatchKernel(self.hidden_size, p, dtype=dtype, param_dtype=param_dtype,

@@ -34,10 +34,6 @@ def _pyplot():
   return plt
 
 
-def _safe(text: str) -> str:
-  return ''.join(c if c.isalnum() or c in '-_+' else '_' for c in text)
-
-
 # ----------------------------------------------------------------------------- stability
 def stability_grid(runs: Sequence[study_runs.Run]) -> tuple[str | None, dict]:
   """(the warmup field that varies or None, {placement: {(lr, warmup): [top-1 or None]}}), None
@@ -182,7 +178,7 @@ def diagnostics_section(runs: Sequence[study_runs.Run], study_dir: str) -> tuple
     if not records:
       continue
     seen.add(r.placement)
-    name = f'dynamics_{_safe(r.placement)}.png'
+    name = f'dynamics_{study_runs.safe_name(r.placement)}.png'
     plot_dynamics(records, os.path.join(study_dir, name),
                   f'{r.placement}: training dynamics of {r.workdir}')
     figures.append(name)

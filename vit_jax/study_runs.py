@@ -39,6 +39,12 @@ PRESET_ORDER = tuple(norms.NORM_PRESETS)  # rows in this order
 # ============================================================================ reading runs
 
 
+def safe_name(text: str) -> str:
+  """A folder name for a placement or axis value: 'attn:in,mlp:in+out' -> 'attn-in_mlp-in+out'."""
+  out = str(text).strip().replace(':', '-').replace(',', '_').replace('/', '-').replace(' ', '')
+  return out.replace('=', '-') or 'empty'
+
+
 def json_lines(path: str) -> Iterable[dict]:
   """The JSON objects of a .jsonl file; blank and torn lines (a killed writer) are skipped."""
   with open(path) as f:

@@ -146,12 +146,6 @@ def parse_extra_axes(text: str) -> list[tuple[str, tuple[str, ...]]]:
   return axes
 
 
-def safe_name(text: str) -> str:
-  """A folder name for a placement or axis value: 'attn:in,mlp:in+out' -> 'attn-in_mlp-in+out'."""
-  out = str(text).strip().replace(':', '-').replace(',', '_').replace('/', '-').replace(' ', '')
-  return out.replace('=', '-') or 'empty'
-
-
 def expand_grid(sweep: Mapping, study_dir: str) -> list[Run]:
   """Every (seed, axes, placement) cell, seed-major; raises SweepError for an empty grid."""
   import itertools  # pylint: disable=g-import-not-at-top
@@ -170,9 +164,9 @@ def expand_grid(sweep: Mapping, study_dir: str) -> list[Run]:
     for values in itertools.product(*(v for _, v in axes)):
       cell = tuple(zip((f for f, _ in axes), values))
       for placement in placements:
-        parts = [study_dir, safe_name(placement)]
+        parts = [study_dir, study_runs.safe_name(placement)]
         if cell:
-          parts.append('__'.join(f'{f}-{safe_name(v)}' for f, v in cell))
+          parts.append('__'.join(f'{f}-{study_runs.safe_name(v)}' for f, v in cell))
         parts.append(f'seed_{seed}')
         runs.append(Run(placement, seed, cell, os.path.join(*parts)))
   return runs
