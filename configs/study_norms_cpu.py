@@ -1,0 +1,62 @@
+"""The normalization study on 2 CPU cores: 13 schemes x 3 seeds at a budget where pre-LN passes 30%.
+
+configs/cpu_fast.py's model with patch 8 instead of 4 (32px CIFAR-100, 4x4 = 16 tokens; 6 layers
+of width 128, 2 heads of width 64, MLP 256, global-average-pool head) and its recipe (crop + flip,
+label smoothing 0.1, AdamW lr 1e-3 wd 0.05, clipping 1.0, batch 128) on its own shorter schedule:
+5% warmup then cosine to 0 over 4,500 steps (~12.8 epochs of the 45,000 training images; 10% of
+the train split is held out as validation). Only the scheme and the seed change between runs.
+Every run logs diagnostics.jsonl every 100 steps; the report adds mean +- std, 95% CI and a
+paired test against pre with Holm correction, and each scheme's dynamics figure.
+
+The schemes: pre, post, respost, sandwich (Peri-LN), addnorm, attn_in_mlp_out (the seed
+notebook's own code), deepnorm, mixln, dual_patchnorm, qknorm, layerscale, rmsnorm, dyt.
+
+  python -m vit_jax.sweep --config=configs/study_norms_cpu.py --workdir=runs/study_norms_cpu \
+      --config.data.archive=../shared/data/cifar-100-binary-train.tar.gz
+
+A rerun skips finished runs and resumes an unfinished one from its checkpoint (every 500 steps).
+docs/results/README.md gives the commands that publish the finished runs and rebuild the report.
+Expected / runtime: docs/results/README.md (about 10 minutes a run on 2 CPU cores).
+"""
+
+from configs import common
+
+SCHEMES = ('pre', 'post', 'respost', 'sandwich', 'addnorm', 'attn_in_mlp_out', 'deepnorm',
+           'mixln', 'dual_patchnorm', 'qknorm', 'layerscale', 'rmsnorm', 'dyt')
+
+
+def get_config():
+  config = common.get_config()
+  data = config.data
+  data.image_size = 32
+  data.crop_padding = 4
+  data.flip = True
+
+  model = config.model
+  model.norm_placement = 'pre'       # set per run by the sweep
+  model.patch_size = 8
+  model.hidden_size = 128
+  model.num_layers = 6
+  model.num_heads = 2
+  model.mlp_dim = 256
+  model.classifier = 'gap'
+  model.posemb = 'learn'
+
+  config.batch_size = 128
+  config.eval_batch_size = 1000
+  config.total_steps = 4500
+  config.learning_rate = 1e-3
+  config.weight_decay = 0.05
+  config.warmup_fraction = 0.05
+  config.grad_clip_norm = 1.0
+  config.label_smoothing = 0.1
+  config.diagnostics_every = 100
+  config.log_every = 50
+  config.eval_every = 500
+  config.checkpoint_every = 500
+
+  config.sweep = common.get_sweep_config()
+  config.sweep.norm_placements = SCHEMES
+  config.sweep.seeds = (0, 1, 2)
+  config.sweep.inspect = 'none'      # figures come from diagnostics.jsonl (committed), not checkpoints
+  return config
