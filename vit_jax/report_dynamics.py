@@ -2,8 +2,9 @@
 placement's per-layer diagnostics. `vit_jax.report` calls it and adds what it returns.
 
   stability.png            per placement, final val top-1 over learning rate x warmup (mean over
-                           seeds); a cell where any seed diverged is marked (the run stopped,
-                           train.check_divergence). Only when the runs differ in learning rate.
+                           seeds); a cell where a seed diverged (the trainer stopped it) or
+                           stalled (ran to the end without learning) is marked. Only when the
+                           runs differ in learning rate.
   dynamics_<placement>.png from the first seed's diagnostics.jsonl (vit_jax/diagnostics.py):
                            gradient norm by layer over training (layer x step), residual-stream
                            RMS by depth at the first and last record, attention entropy by layer
@@ -35,27 +36,56 @@ def _pyplot():
 
 
 # ----------------------------------------------------------------------------- stability
+# What became of one seed at one (learning rate, warmup): it trained, it diverged (the trainer
+# stopped it: non-finite loss or above divergence_factor x the initial loss), or it stalled: it
+# ran to the end without learning, its final val loss no lower than its first logged training
+# loss (e.g. post-LN at a high learning rate collapsing to the uniform prediction, loss ln C).
+# The loss rule alone misses a stall; the report calls neither stable.
+TRAINED, STALLED, DIVERGED = 'trained', 'stalled', 'diverged'
+
+
+def outcome(run: study_runs.Run) -> tuple[str, float | None]:
+  """(TRAINED | STALLED | DIVERGED, final val top-1 or None) of a finished or diverged run."""
+  if run.status == 'diverged':
+    return DIVERGED, None
+  numbers = study_runs.run_metrics(run)
+  train = run.metrics.get('train', [])
+  first_loss = float(train[0]['loss']) if train else math.nan
+  stalled = not numbers['final_val_loss'] < first_loss  # NaN (no val split) counts as a stall
+  return (STALLED if stalled else TRAINED), numbers['final_val_top1']
+
+
 def stability_grid(runs: Sequence[study_runs.Run]) -> tuple[str | None, dict]:
-  """(the warmup field that varies or None, {placement: {(lr, warmup): [top-1 or None]}}), None
-  for a diverged seed; only finished and diverged runs."""
+  """(the warmup field that varies or None, {placement: {(lr, warmup): [outcome per seed]}});
+  only finished and diverged runs."""
   done = [r for r in runs if r.status in ('finished', 'diverged')]
   varying = study_runs.varying_fields(done)
   warmup = next((f for f in WARMUP_FIELDS if f in varying), None)
   grid: dict[str, dict] = {}
   for r in done:
     key = (float(r.config.get(LR_FIELD, math.nan)), r.config.get(warmup) if warmup else None)
-    top1 = None if r.status == 'diverged' else study_runs.run_metrics(r)['final_val_top1']
-    grid.setdefault(r.placement, {}).setdefault(key, []).append(top1)
+    grid.setdefault(r.placement, {}).setdefault(key, []).append(outcome(r))
   return warmup, grid
 
 
+def _failures(seeds: Sequence[tuple[str, float | None]]) -> list[str]:
+  return [kind for kind, _ in seeds if kind != TRAINED]
+
+
 def largest_stable(cells: dict) -> dict:
-  """{warmup: the largest learning rate at which no seed diverged (None if none)}."""
+  """{warmup: the largest learning rate at which every seed trained (None if none)}."""
   out = {}
   for warmup in sorted({w for _, w in cells}, key=str):
-    stable = [lr for (lr, w), values in cells.items() if w == warmup and None not in values]
+    stable = [lr for (lr, w), seeds in cells.items() if w == warmup and not _failures(seeds)]
     out[warmup] = max(stable) if stable else None
   return out
+
+
+def _mean_top1(seeds) -> float:
+  """Mean final val top-1 (%) over the seeds that ran to the end; NaN if one diverged."""
+  if any(kind == DIVERGED for kind, _ in seeds):
+    return math.nan
+  return 100 * float(np.mean([top1 for _, top1 in seeds]))
 
 
 def plot_stability(grid: dict, warmup_field: str | None, path: str) -> None:
@@ -63,24 +93,29 @@ def plot_stability(grid: dict, warmup_field: str | None, path: str) -> None:
   n = len(grid)
   fig, axes = plt.subplots(1, n, figsize=(3.2 * n + 1.5, 3.4), squeeze=False, layout='constrained')
   image = None
-  finished = [100 * float(np.mean(v)) for cells in grid.values() for v in cells.values()
-              if None not in v]
-  top = max(max(finished, default=0.0), 1.0)  # one colour scale for every panel
+  finished = [_mean_top1(v) for cells in grid.values() for v in cells.values()]
+  top = max(max((v for v in finished if not math.isnan(v)), default=0.0), 1.0)  # one scale
   for ax, (placement, cells) in zip(axes[0], sorted(grid.items(), key=lambda kv: study_runs.placement_rank(kv[0]))):
     lrs = sorted({lr for lr, _ in cells})
     warmups = sorted({w for _, w in cells}, key=str)
     values = np.full((len(warmups), len(lrs)), np.nan)
     for (lr, w), seeds in cells.items():
-      if None not in seeds:
-        values[warmups.index(w), lrs.index(lr)] = 100 * float(np.mean(seeds))
+      values[warmups.index(w), lrs.index(lr)] = _mean_top1(seeds)
     image = ax.imshow(values, cmap='viridis', vmin=0, vmax=top, aspect='auto')
     for (lr, w), seeds in cells.items():
       i, j = warmups.index(w), lrs.index(lr)
-      if None in seeds:
-        ax.text(j, i, 'diverged', ha='center', va='center', fontsize=7, color='crimson')
+      failures = _failures(seeds)
+      if DIVERGED in failures:
+        ax.text(j, i, DIVERGED, ha='center', va='center', fontsize=7, color='crimson')
       else:
-        ax.text(j, i, f'{values[i, j]:.1f}', ha='center', va='center', fontsize=8,
-                color='white' if values[i, j] < top / 2 else 'black')
+        text = f'{values[i, j]:.1f}' + (f'\n{STALLED}' if failures else '')
+        ax.text(j, i, text, ha='center', va='center', fontsize=8 if not failures else 7,
+                color='crimson' if failures else
+                ('white' if values[i, j] < top / 2 else 'black'))
+    for i, w in enumerate(warmups):
+      for j, lr in enumerate(lrs):
+        if (lr, w) not in cells:  # no finished or diverged run there (yet)
+          ax.text(j, i, 'not run', ha='center', va='center', fontsize=7, color='gray')
     ax.set_xticks(range(len(lrs)), [f'{lr:g}' for lr in lrs], rotation=45)
     ax.set_yticks(range(len(warmups)), ['as configured' if w is None else str(w) for w in warmups])
     ax.set_xlabel('peak learning rate')
@@ -88,7 +123,8 @@ def plot_stability(grid: dict, warmup_field: str | None, path: str) -> None:
   axes[0][0].set_ylabel(warmup_field or 'warmup (not varied)')
   if image is not None:
     fig.colorbar(image, ax=axes[0].tolist(), label='final val top-1 (%), mean over seeds')
-  fig.suptitle('Stability: final val top-1 by learning rate and warmup', fontsize=10)
+  fig.suptitle('Stability: final val top-1 by learning rate and warmup '
+               '(diverged: stopped; stalled: did not learn)', fontsize=10)
   fig.savefig(path, dpi=110)
   plt.close(fig)
 
@@ -102,18 +138,22 @@ def stability_section(runs: Sequence[study_runs.Run], study_dir: str
   plot_stability(grid, warmup, os.path.join(study_dir, 'stability.png'))
   warmups = sorted({w for cells in grid.values() for _, w in cells}, key=str)
   header = ['placement'] + [f'largest stable lr ({warmup}={w})' if warmup else 'largest stable lr'
-                            for w in warmups] + ['diverged runs']
+                            for w in warmups] + ['diverged runs', 'stalled runs']
   rows, summary = [], {}
   for placement, cells in sorted(grid.items(), key=lambda kv: study_runs.placement_rank(kv[0])):
     best = largest_stable(cells)
-    diverged = sum(v is None for values in cells.values() for v in values)
+    kinds = [kind for seeds in cells.values() for kind, _ in seeds]
     rows.append([placement] + [f'{best[w]:g}' if best.get(w) is not None else 'none'
-                               for w in warmups] + [str(diverged)])
+                               for w in warmups] +
+                [str(kinds.count(DIVERGED)), str(kinds.count(STALLED))])
     summary[placement] = {str(w): best.get(w) for w in warmups}
   lines = ['## Stability over learning rate' + (f' and {warmup}' if warmup else ''), '',
-           'A run diverged when its training loss became non-finite or exceeded '
+           'A run *diverged* when its training loss became non-finite or exceeded '
            '`divergence_factor` x its initial value; it stopped there and counts as a result. '
-           'The largest stable learning rate is the largest one at which no seed diverged.', '',
+           'A run *stalled* when it ran to the end without learning: its final val loss is no '
+           'lower than its first logged training loss. '
+           'The largest stable learning rate is the largest one at which every seed trained '
+           '(neither diverged nor stalled).', '',
            '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   lines += ['| ' + ' | '.join(r) + ' |' for r in rows]
   return lines + ['', '![stability](stability.png)', ''], ['stability.png'], summary
