@@ -78,6 +78,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if ROOT not in sys.path:
   sys.path.insert(0, ROOT)
 
+from vit_jax import hardware  # pylint: disable=g-import-not-at-top  (plain Python: cheap before the re-exec)
 from vit_jax import host  # pylint: disable=g-import-not-at-top  (stdlib only: cheap before the re-exec)
 
 CONFIGS = ('seed000', 'seed001', 'vit_s16', 'vit_b16', 'cifar_p4', 'cpu_fast', 'cpu_quick')
@@ -494,19 +495,7 @@ def compare_malloc_modes(args, argv) -> int:
   return 0
 
 
-def cpu_model() -> str:
-  """'AMD EPYC (family 25 model 1, AVX2)': the CPU a figure came from (VM types vary)."""
-  fields = {}
-  try:
-    with open('/proc/cpuinfo') as f:
-      for line in f:
-        key, _, value = line.partition(':')
-        fields.setdefault(key.strip(), value.strip())
-  except OSError:
-    return 'CPU model unknown'
-  simd = 'AVX-512' if 'avx512f' in fields.get('flags', '').split() else 'AVX2'
-  return (f"{fields.get('model name', 'CPU')} (family {fields.get('cpu family', '?')} model "
-          f"{fields.get('model', '?')}, {simd})")
+cpu_model = hardware.cpu_model  # the benchmarks' figures name their CPU
 
 
 if __name__ == '__main__':

@@ -168,5 +168,6 @@ def get_sweep_config() -> ml_collections.ConfigDict:
   sweep.eval_test = False            # also run.py --mode=eval on the test split after training
   sweep.inspect = 'first_seed'       # 'none' | 'first_seed' | 'all': runs that get figures
   sweep.report = True                # python -m vit_jax.report at the end
+  sweep.baseline = ''                # e.g. 'pre': the report tests each placement against it, not every pair
   sweep.init_depths = ''             # e.g. '6,12,24': python -m vit_jax.init_analysis first, into <study>/init
   return sweep

@@ -58,5 +58,6 @@ def get_config():
   config.sweep = common.get_sweep_config()
   config.sweep.norm_placements = SCHEMES
   config.sweep.seeds = (0, 1, 2)
+  config.sweep.baseline = 'pre'      # 12 paired tests against pre, Holm-adjusted
   config.sweep.inspect = 'none'      # figures come from diagnostics.jsonl (committed), not checkpoints
   return config

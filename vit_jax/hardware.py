@@ -89,3 +89,18 @@ def resolve(config: Any, backend: str | None = None) -> Any:
       config.concurrent_microbatches = 1
     config.model.update(model_settings(config.model, backend))
   return config
+
+
+def cpu_model() -> str:
+  """'AMD EPYC (family 25 model 1, AVX2)': the CPU a figure or a run came from (VM types vary)."""
+  fields = {}
+  try:
+    with open('/proc/cpuinfo') as f:
+      for line in f:
+        key, _, value = line.partition(':')
+        fields.setdefault(key.strip(), value.strip())
+  except OSError:
+    return 'CPU model unknown'
+  simd = 'AVX-512' if 'avx512f' in fields.get('flags', '').split() else 'AVX2'
+  return (f"{fields.get('model name', 'CPU')} (family {fields.get('cpu family', '?')} model "
+          f"{fields.get('model', '?')}, {simd})")

@@ -6,8 +6,9 @@ or any folder of run workdirs), groups the runs by the config fields that differ
 (the norm placement and any extra sweep axes; never the seed), and writes into the study folder:
 
   report.md            one row per placement: mean ± sample std and a 95% t-interval over seeds;
-                       paired t-tests (matched on seed) between every pair of placements, with
-                       Holm's correction for the number of pairs; one row per run.
+                       paired t-tests (matched on seed) between every pair of placements, or of
+                       each against `--baseline` (e.g. pre), with Holm's correction for the
+                       number of tests; one row per run.
   curves.png           train / val loss and top-1 against step: mean over seeds, band = ±1 std.
   learning_rate.png    the learning rate each placement was trained with.
   final_accuracy.png   final val top-1 / top-5 per placement: bars = mean, whiskers = 95% CI,
@@ -17,7 +18,7 @@ or any folder of run workdirs), groups the runs by the config fields that differ
                        rate / wrote diagnostics.jsonl.
   summary.json         the same numbers for programs.
 
-  python -m vit_jax.report runs/study
+  python -m vit_jax.report runs/study [--baseline=pre]
 
 Only finished runs (their last train line is at the configured total step) enter the statistics;
 the others are listed with their state (diverged runs also enter the stability grid), so the
@@ -113,9 +114,14 @@ def placement_table(groups: Sequence[study_runs.Group]) -> tuple[str, dict]:
 
 
 def comparison_table(groups: Sequence[study_runs.Group], metric: str = COMPARED_METRIC,
-                     alpha: float = ALPHA) -> tuple[str, list[dict]]:
-  """Paired t-test for every pair of groups, Holm-adjusted over the pairs."""
-  pairs = list(itertools.combinations(groups, 2))
+                     alpha: float = ALPHA, baseline: str = '') -> tuple[str, list[dict]]:
+  """Paired t-tests, Holm-adjusted over the tests: every group against `baseline` (a group
+  label), or every pair of groups when it is ''."""
+  if baseline:
+    base = next(g for g in groups if g.label == baseline)
+    pairs = [(g, base) for g in groups if g is not base]
+  else:
+    pairs = list(itertools.combinations(groups, 2))
   tests = [study_stats.paired_t_test(a.values(metric), b.values(metric)) for a, b in pairs]
   adjusted = study_stats.holm_adjust([t.p for t in tests])
   rows, numbers = [], []
@@ -297,8 +303,12 @@ def plot_final_accuracy(groups: Sequence[study_runs.Group], path: str, title: st
 # ============================================================================ the report
 
 
-def build_report(study_dir: str, alpha: float = ALPHA) -> dict:
-  """Writes report.md, the figures and summary.json into `study_dir`; returns the summary."""
+def build_report(study_dir: str, alpha: float = ALPHA, baseline: str = '') -> dict:
+  """Writes report.md, the figures and summary.json into `study_dir`; returns the summary.
+
+  `baseline` (a placement, e.g. 'pre'): the tests compare each placement with it, Holm-adjusted
+  over those; '' compares every pair. Absent from the finished runs: every pair, and a note.
+  """
   runs = study_runs.find_runs(study_dir)
   if not runs:
     raise FileNotFoundError(
@@ -321,7 +331,10 @@ def build_report(study_dir: str, alpha: float = ALPHA) -> dict:
   stability_md, stability_figures, stability = report_dynamics.stability_section(runs, study_dir)
   dynamics_md, dynamics_figures = report_dynamics.diagnostics_section(runs, study_dir)
   table, numbers = placement_table(groups)
-  comparisons, tests = comparison_table(groups, alpha=alpha)
+  labels = [g.label for g in groups]
+  missing_baseline = bool(baseline) and baseline not in labels
+  comparisons, tests = comparison_table(groups, alpha=alpha,
+                                        baseline='' if missing_baseline else baseline)
   counts = {s: sum(r.status == s for r in runs)
             for s in ('finished', 'diverged', 'incomplete', 'failed', 'not started')}
   lines = [f'# {title}', '']
@@ -343,8 +356,10 @@ def build_report(study_dir: str, alpha: float = ALPHA) -> dict:
     lines += [f'Highest mean final val top-1: **{best.label}**.', '']
   lines += ['## Which differences are significant', '',
             f'Final val top-1, two-sided paired t-test over the seeds both conditions ran (the '
-            f'same seed gives the same data order and initialisation key). p-values are '
-            f'Holm-adjusted over the {len(tests)} pair{"s" if len(tests) != 1 else ""}; '
+            f'same seed gives the same data order and initialisation key). '
+            + (f'Each placement against **{baseline}**; ' if baseline and not missing_baseline
+               else f'No finished {baseline} runs yet: every pair; ' if missing_baseline else '')
+            + f'p-values are Holm-adjusted over the {len(tests)} test{"s" if len(tests) != 1 else ""}; '
             f'"significant" means adjusted p < {alpha}. With {_seed_count(groups)} seeds only '
             'large, consistent differences can be significant: no significance is not evidence '
             'of no effect.', '',
@@ -361,8 +376,9 @@ def build_report(study_dir: str, alpha: float = ALPHA) -> dict:
   with open(os.path.join(study_dir, 'report.md'), 'w') as f:
     f.write('\n'.join(lines))
 
-  summary = {'study_dir': os.path.abspath(study_dir), 'varying_fields': fields,
+  summary = {'study_dir': study_dir.rstrip('/'), 'varying_fields': fields,
              'groups': numbers, 'comparisons': tests, 'metric_compared': COMPARED_METRIC,
+             'baseline': '' if missing_baseline else baseline,
              'alpha': alpha, 'confidence': study_stats.CONFIDENCE,
              'figures': figures + stability_figures + dynamics_figures,
              'largest_stable_learning_rate': stability,
@@ -375,12 +391,14 @@ def build_report(study_dir: str, alpha: float = ALPHA) -> dict:
 
 
 def main(argv: Sequence[str]) -> int:
-  usage = 'usage: python -m vit_jax.report STUDY_DIR [--alpha=0.05]'
+  usage = 'usage: python -m vit_jax.report STUDY_DIR [--alpha=0.05] [--baseline=pre]'
   args = [a for a in argv[1:] if not a.startswith('--')]
-  alpha = ALPHA
+  alpha, baseline = ALPHA, ''
   for a in argv[1:]:
     if a.startswith('--alpha='):
       alpha = float(a.split('=', 1)[1])
+    elif a.startswith('--baseline='):
+      baseline = a.split('=', 1)[1]
     elif a.startswith('--'):
       print(f'unknown option {a}\n{usage}', file=sys.stderr)
       return 2
@@ -388,7 +406,7 @@ def main(argv: Sequence[str]) -> int:
     print(usage, file=sys.stderr)
     return 2
   try:
-    build_report(args[0], alpha)
+    build_report(args[0], alpha, baseline)
   except FileNotFoundError as e:
     print(f'error: {e}', file=sys.stderr)
     return 2

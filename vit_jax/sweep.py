@@ -61,6 +61,7 @@ from absl import app
 from absl import flags
 from ml_collections import config_flags
 
+from vit_jax import hardware  # plain Python
 from vit_jax import study_runs
 
 INIT_DIR = 'init'  # report_dynamics.INIT_FIGURE's folder
@@ -247,8 +248,8 @@ def init_command(study_dir: str, config_file: str, placements: Sequence[str], de
           f'--depths={depths}', *overrides]
 
 
-def report_command(study_dir: str, python: str = sys.executable) -> list[str]:
-  return [python, '-m', 'vit_jax.report', study_dir]
+def report_command(study_dir: str, baseline: str = '', python: str = sys.executable) -> list[str]:
+  return [python, '-m', 'vit_jax.report', study_dir] + ([f'--baseline={baseline}'] if baseline else [])
 
 
 def shell_line(command: Sequence[str]) -> str:
@@ -313,6 +314,12 @@ def _write_json(path: str, payload: dict) -> None:
   os.replace(tmp, path)
 
 
+def _machine() -> dict:
+  """When and where a run finished: the study's CPU-hours and machines come from these."""
+  return {'finished': time.strftime('%Y-%m-%d %H:%M:%S'), 'cpu': hardware.cpu_model(),
+          'cores': os.cpu_count()}
+
+
 def _child_env(study_dir: str) -> dict[str, str]:
   """The runs share a persistent XLA compilation cache (unless the user set one): runs that
   differ only in the seed compile the same programs, so all but the first skip compilation."""
@@ -368,7 +375,7 @@ def execute(run: Run, config_file: str, overrides: Sequence[str], eval_test: boo
     if rc == study_runs.DIVERGED_EXIT and state.status == 'diverged':  # a result: record, go on
       _write_json(os.path.join(run.workdir, study_runs.DONE_FILE),
                   {'args': _args_key(command), 'seconds': seconds, 'diverged_step':
-                   state.diverged_step, 'finished': time.strftime('%Y-%m-%d %H:%M:%S')})
+                   state.diverged_step, **_machine()})
       print(f'{index} {name}: {state.note} after {seconds:.0f} s', flush=True)
       return True
     if rc != 0 or not reached_end(run.workdir):
@@ -380,8 +387,7 @@ def execute(run: Run, config_file: str, overrides: Sequence[str], eval_test: boo
         raise KeyboardInterrupt
       return False
     _write_json(os.path.join(run.workdir, study_runs.DONE_FILE),
-                {'args': _args_key(command), 'seconds': seconds,
-                 'finished': time.strftime('%Y-%m-%d %H:%M:%S')})
+                {'args': _args_key(command), 'seconds': seconds, **_machine()})
     val = study_runs.run_metrics(study_runs.read_run(os.path.dirname(run.workdir),
                                                      os.path.basename(run.workdir)))
     print(f'{index} {name}: done in {seconds:.0f} s, final val top-1 '
@@ -415,6 +421,7 @@ def main(argv: Sequence[str]) -> None:
     sys.exit(2)
   eval_test = bool(sweep.get('eval_test', False))
   make_report = bool(sweep.get('report', True))
+  baseline = str(sweep.get('baseline', '') or '')
 
   if FLAGS.dry_run:
     if sweep.get('init_depths'):
@@ -428,7 +435,7 @@ def main(argv: Sequence[str]) -> None:
     if to_inspect:
       print(shell_line(inspect_command([r.workdir for r in to_inspect])))
     if make_report:
-      print(shell_line(report_command(study_dir)))
+      print(shell_line(report_command(study_dir, baseline)))
     return
 
   os.makedirs(study_dir, exist_ok=True)
@@ -462,7 +469,7 @@ def main(argv: Sequence[str]) -> None:
       print(f'inspecting {len(pending)} runs', flush=True)
       if subprocess.call(inspect_command([r.workdir for r in pending]), env=env) != 0:
         print('inspection FAILED (see above); the report is built without it', flush=True)
-    if make_report and subprocess.call(report_command(study_dir)) != 0:
+    if make_report and subprocess.call(report_command(study_dir, baseline)) != 0:
       print('the report FAILED (see above)', file=sys.stderr)
       failed.append(None)
   except KeyboardInterrupt:
