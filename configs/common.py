@@ -171,3 +171,40 @@ def get_sweep_config() -> ml_collections.ConfigDict:
   sweep.baseline = ''                # e.g. 'pre': the report tests each placement against it, not every pair
   sweep.init_depths = ''             # e.g. '6,12,24': python -m vit_jax.init_analysis first, into <study>/init
   return sweep
+
+
+def get_norm_study_config(total_steps: int) -> ml_collections.ConfigDict:
+  """The normalization study's model and recipe on 2 CPU cores (configs/study_norms_cpu.py,
+  configs/study_stability_cpu.py): configs/cpu_fast.py's model with patch 8 (16 tokens; 6 layers
+  of width 128, 2 heads of width 64, MLP 256, GAP head), crop + flip, label smoothing 0.1, AdamW
+  lr 1e-3 wd 0.05, clipping 1.0, batch 128, 5% warmup then cosine over `total_steps`."""
+  config = get_config()
+  config.data.image_size = 32
+  config.data.crop_padding = 4
+  config.data.flip = True
+
+  model = config.model
+  model.norm_placement = 'pre'       # set per run by the sweep
+  model.patch_size = 8
+  model.hidden_size = 128
+  model.num_layers = 6
+  model.num_heads = 2
+  model.mlp_dim = 256
+  model.classifier = 'gap'
+  model.posemb = 'learn'
+
+  config.batch_size = 128
+  config.eval_batch_size = 1000
+  config.total_steps = total_steps
+  config.learning_rate = 1e-3
+  config.weight_decay = 0.05
+  config.warmup_fraction = 0.05
+  config.grad_clip_norm = 1.0
+  config.label_smoothing = 0.1
+  config.diagnostics_every = 100
+  config.log_every = 50
+  config.eval_every = 500
+  config.checkpoint_every = 500
+  config.sweep = get_sweep_config()
+  return config
+

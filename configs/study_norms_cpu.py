@@ -26,36 +26,7 @@ SCHEMES = ('pre', 'post', 'respost', 'sandwich', 'addnorm', 'attn_in_mlp_out', '
 
 
 def get_config():
-  config = common.get_config()
-  data = config.data
-  data.image_size = 32
-  data.crop_padding = 4
-  data.flip = True
-
-  model = config.model
-  model.norm_placement = 'pre'       # set per run by the sweep
-  model.patch_size = 8
-  model.hidden_size = 128
-  model.num_layers = 6
-  model.num_heads = 2
-  model.mlp_dim = 256
-  model.classifier = 'gap'
-  model.posemb = 'learn'
-
-  config.batch_size = 128
-  config.eval_batch_size = 1000
-  config.total_steps = 4500
-  config.learning_rate = 1e-3
-  config.weight_decay = 0.05
-  config.warmup_fraction = 0.05
-  config.grad_clip_norm = 1.0
-  config.label_smoothing = 0.1
-  config.diagnostics_every = 100
-  config.log_every = 50
-  config.eval_every = 500
-  config.checkpoint_every = 500
-
-  config.sweep = common.get_sweep_config()
+  config = common.get_norm_study_config(total_steps=4500)
   config.sweep.norm_placements = SCHEMES
   config.sweep.seeds = (0, 1, 2)
   config.sweep.baseline = 'pre'      # 12 paired tests against pre, Holm-adjusted

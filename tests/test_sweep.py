@@ -230,3 +230,22 @@ def test_norm_smoke_sweeps_every_preset():
   assert norm_smoke.PRESETS == tuple(norms.NORM_PRESETS)
   runs = sweep.expand_grid(norm_smoke.get_config().sweep, 's')
   assert [r.placement for r in runs] == list(norms.NORM_PRESETS)
+
+
+def test_the_norm_study_grids():
+  """The study's accuracy grid (13 schemes x 3 seeds, tested against pre) and its stability grid
+  (7 schemes x 4 learning rates x 2 warmups) share one model and recipe."""
+  from configs import study_norms_cpu, study_stability_cpu  # pylint: disable=g-import-not-at-top
+  accuracy, stability = study_norms_cpu.get_config(), study_stability_cpu.get_config()
+  runs = sweep.expand_grid(accuracy.sweep, 's')
+  assert len(runs) == 39 and accuracy.sweep.baseline == 'pre'
+  assert {'pre', 'post', 'respost', 'sandwich', 'addnorm', 'attn_in_mlp_out', 'deepnorm', 'mixln',
+          'dual_patchnorm', 'qknorm', 'layerscale', 'rmsnorm', 'dyt'} == {r.placement for r in runs}
+  assert [r.seed for r in runs[:13]] == [0] * 13  # seed-major: one seed of everything first
+  grid = sweep.expand_grid(stability.sweep, 's')
+  assert len(grid) == 56 and {'pre', 'post', 'sandwich', 'deepnorm', 'mixln'} < {
+      r.placement for r in grid}
+  assert stability.divergence_factor > 0 and stability.total_steps == 500
+  assert stability.model.to_dict() == accuracy.model.to_dict()
+  for field in ('batch_size', 'weight_decay', 'label_smoothing', 'grad_clip_norm'):
+    assert stability[field] == accuracy[field]
