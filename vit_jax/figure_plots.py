@@ -20,6 +20,7 @@ FIG_DPI = 110
 ANNOTATE_CELLS_UP_TO = 20     # write the counts into the confusion cells for <= this many classes
 CONFUSION_GAMMA = 0.5         # colour scale exponent of the confusion matrix
 CONFUSION_TICK_FONT = 7       # class names on the axes of a > 20-class confusion matrix
+LAYER_CURVE_COLUMNS = 5      # panels per row of plot_layer_curves
 
 
 def _pyplot():
@@ -195,14 +196,19 @@ def plot_rollout(images: np.ndarray, maps: np.ndarray, true: Sequence[str],
 
 
 def plot_layer_curves(curves: dict[str, dict[str, Sequence[float]]], path: str, title: str,
-                      ylabel: str, log: bool = True) -> str:
+                      ylabel: str, log: bool = True, max_columns: int = LAYER_CURVE_COLUMNS) -> str:
   """A panel per group (e.g. a norm placement), a line per series (e.g. a depth) of per-layer
-  values against the 1-based layer index; shared y axis, log scale by default."""
+  values against the 1-based layer index, log scale by default; rows of at most `max_columns`
+  panels, so that twenty schemes stay readable. Each panel has its own y range: one scheme
+  whose gradients explode (no norm at all) would flatten every other panel."""
   plt = _pyplot()
   n = len(curves)
-  fig, axes = plt.subplots(1, n, figsize=(3.6 * n + 0.8, 3.8), sharey=True, squeeze=False,
-                           layout='constrained')
-  for ax, (group, series) in zip(axes[0], curves.items()):
+  columns = min(n, max_columns)
+  rows = -(-n // columns)
+  fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns + 0.8, 3.2 * rows + 0.6),
+                           squeeze=False, layout='constrained')
+  flat = axes.ravel()
+  for ax, (group, series) in zip(flat, curves.items()):
     for label, values in series.items():
       ax.plot(np.arange(1, len(values) + 1), values, marker='.', label=label)
     if log:
@@ -212,6 +218,9 @@ def plot_layer_curves(curves: dict[str, dict[str, Sequence[float]]], path: str, 
     ax.xaxis.get_major_locator().set_params(integer=True)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-  axes[0][0].set_ylabel(ylabel)
+  for ax in flat[n:]:
+    ax.set_visible(False)
+  for ax in flat[:n]:
+    ax.set_ylabel(ylabel, fontsize=8)
   fig.suptitle(title, fontsize=10)
   return _save(fig, path)

@@ -47,6 +47,7 @@ import numpy as np
 
 from vit_jax import diagnostics
 from vit_jax import models
+from vit_jax import report_dynamics
 from vit_jax import train
 
 FLAGS = flags.FLAGS
@@ -194,13 +195,6 @@ def table(results: dict) -> str:
   return '\n'.join(lines)
 
 
-def plot(results: dict, path: str, title: str) -> str:
-  from vit_jax import figure_plots  # pylint: disable=g-import-not-at-top
-  return figure_plots.plot_layer_curves(
-      {p: {f'L={d}': r['total'] for d, r in per_depth.items()} for p, per_depth in results.items()},
-      path, title=title, ylabel='gradient norm at init (log scale)')
-
-
 def main(argv: Sequence[str]) -> None:
   del argv
   if FLAGS.print_table:
@@ -247,8 +241,7 @@ def main(argv: Sequence[str]) -> None:
   print(text)
   what = (f'{config.model.hidden_size} wide, patch {config.model.patch_size}, '
           f'{FLAGS.batches} x {FLAGS.batch_size} {config.data.dataset} training images')
-  png = plot(results, os.path.join(FLAGS.out, 'init_grad_norms.png'),
-             f'Gradient norm per layer at initialization ({what})')
+  png = report_dynamics.plot_init(results, os.path.join(FLAGS.out, 'init_grad_norms.png'), what)
   with open(os.path.join(FLAGS.out, 'init_grad_norms.json'), 'w') as f:
     json.dump({'command': ' '.join([sys.executable, '-m', 'vit_jax.init_analysis', *sys.argv[1:]]),
                'seconds': seconds, 'model': config.model.to_dict(), 'data': what,

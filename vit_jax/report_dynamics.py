@@ -26,6 +26,16 @@ from vit_jax import study_runs
 LR_FIELD = 'learning_rate'
 WARMUP_FIELDS = ('warmup_fraction', 'warmup_steps')
 INIT_FIGURE = os.path.join('init', 'init_grad_norms.png')
+INIT_NUMBERS = os.path.join('init', 'init_grad_norms.json')
+
+
+def plot_init(results: dict, path: str, what: str) -> str:
+  """vit_jax/init_analysis.py's figure: a panel per placement, a line per depth."""
+  from vit_jax import figure_plots  # pylint: disable=g-import-not-at-top
+  return figure_plots.plot_layer_curves(
+      {p: {f'L={d}': r['total'] for d, r in per_depth.items()} for p, per_depth in results.items()},
+      path, title=f'Gradient norm per layer at initialization ({what})',
+      ylabel='gradient norm at init (log scale)')
 
 
 def _pyplot():
@@ -222,6 +232,9 @@ def diagnostics_section(runs: Sequence[study_runs.Run], study_dir: str) -> tuple
     plot_dynamics(records, os.path.join(study_dir, name),
                   f'{r.placement}: training dynamics of {r.workdir}')
     figures.append(name)
+  numbers = study_runs.read_json(os.path.join(study_dir, INIT_NUMBERS))
+  if numbers and numbers.get('results'):  # redrawn from the numbers: committed studies rebuild it
+    plot_init(numbers['results'], os.path.join(study_dir, INIT_FIGURE), numbers.get('data', ''))
   if os.path.exists(os.path.join(study_dir, INIT_FIGURE)):
     figures.append(INIT_FIGURE)
   if not figures:
