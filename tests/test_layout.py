@@ -10,7 +10,7 @@ import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MODULES = sorted(glob.glob(os.path.join(ROOT, 'vit_jax', '**', '*.py'), recursive=True))
-CLIS = ('sweep', 'report', 'figures', 'pretrained', 'init_analysis', 'publish')  # the modules with a command line
+CLIS = ('sweep', 'report', 'figures', 'pretrained', 'init_analysis', 'publish', 'results_page')  # the modules with a command line
 MAX_LINES = 550  # "~500": one concept per file
 
 

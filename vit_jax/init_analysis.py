@@ -46,6 +46,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from vit_jax import diagnostics
+from vit_jax import hardware
 from vit_jax import models
 from vit_jax import report_dynamics
 from vit_jax import train
@@ -244,7 +245,8 @@ def main(argv: Sequence[str]) -> None:
   png = report_dynamics.plot_init(results, os.path.join(FLAGS.out, 'init_grad_norms.png'), what)
   with open(os.path.join(FLAGS.out, 'init_grad_norms.json'), 'w') as f:
     json.dump({'command': ' '.join([sys.executable, '-m', 'vit_jax.init_analysis', *sys.argv[1:]]),
-               'seconds': seconds, 'model': config.model.to_dict(), 'data': what,
+               'seconds': seconds, 'cpu': hardware.cpu_model(), 'cores': os.cpu_count(),
+               'model': config.model.to_dict(), 'data': what,
                'results': results}, f, indent=1, default=str)
   print(f'wrote {os.path.join(FLAGS.out, png)} and init_grad_norms.json ({seconds:.0f} s)')
 

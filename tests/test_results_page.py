@@ -1,0 +1,112 @@
+"""Tests for vit_jax/results_page.py: the study page's numbers and findings come from the files."""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+from vit_jax import diagnostics
+from vit_jax import results_page
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+STEPS = 4
+TRAIN_IMAGES = 64
+# Final val top-1 per scheme and seed: post is consistently ~5 points worse than pre, dual
+# patchnorm within noise of it.
+TOP1 = {'pre': (0.31, 0.33, 0.32), 'post': (0.26, 0.28, 0.265),
+        'dual_patchnorm': (0.32, 0.32, 0.33)}
+
+
+def _run(study, name, config, top1, *, val_loss=3.0, seconds=3600.0):
+  workdir = os.path.join(study, name)
+  os.makedirs(workdir)
+  full = {'total_steps': STEPS, 'batch_size': 8, 'learning_rate': 1e-3, 'warmup_fraction': 0.05,
+          'data': {'image_size': 32}, **config,
+          'model': {'patch_size': 8, 'num_layers': 6, 'hidden_size': 128, **config['model']}}
+  with open(os.path.join(workdir, 'config.json'), 'w') as f:
+    json.dump(full, f)
+  lines = [{'step': s, 'split': 'train', 'loss': 4.5 - 0.1 * s, 'top1': top1, 'top5': top1,
+            'lr': 1e-3, 'img_per_sec': 1.0, 'wall_time': float(s), 'epoch': s * 8 / TRAIN_IMAGES}
+           for s in range(1, STEPS + 1)]
+  lines.append({'step': STEPS, 'split': 'val', 'loss': val_loss, 'top1': top1, 'top5': top1,
+                'num_examples': 10})
+  with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
+    f.writelines(json.dumps(l) + '\n' for l in lines)
+  with open(os.path.join(workdir, 'diagnostics.jsonl'), 'w') as f:
+    f.writelines(json.dumps({'step': s, 'layer': 0, **{q: 1.0 for q in diagnostics.QUANTITIES}})
+                 + '\n' for s in (0, STEPS))
+  with open(os.path.join(workdir, 'DONE'), 'w') as f:
+    json.dump({'seconds': seconds, 'cpu': 'Test CPU (AVX2)', 'cores': 2}, f)
+
+
+def _results(tmp_path):
+  results = tmp_path / 'results'
+  accuracy = str(results / results_page.ACCURACY)
+  planned = []
+  for scheme, values in TOP1.items():
+    for seed, top1 in enumerate(values):
+      _run(accuracy, f'{scheme}/seed_{seed}',
+           {'seed': seed, 'model': {'norm_placement': scheme}}, top1)
+      planned.append({'workdir': f'{scheme}/seed_{seed}'})
+  planned.append({'workdir': 'dyt/seed_0'})  # not run yet
+  with open(os.path.join(accuracy, 'sweep.json'), 'w') as f:
+    json.dump({'runs': planned}, f)
+  os.makedirs(os.path.join(accuracy, 'init'))
+  curve = lambda last, depth: {'total': [1.0] * (depth - 1) + [last], 'attn': [], 'mlp': []}
+  with open(os.path.join(accuracy, 'init', 'init_grad_norms.json'), 'w') as f:
+    json.dump({'seconds': 36.0, 'cpu': 'Test CPU (AVX2)', 'cores': 2, 'data': 'test', 'results': {
+        'pre': {str(d): curve(2.0 / math.sqrt(d), d) for d in (6, 48)},    # 1/sqrt(L)
+        'post': {str(d): curve(1.5, d) for d in (6, 48)},                   # flat
+        'none': {'6': curve(3.0, 6), '48': curve(float('nan'), 48)}}}, f)
+  stability = str(results / results_page.STABILITY)
+  for lr in (1e-3, 1e-2):
+    for warmup in (0.0, 0.05):
+      for scheme in ('pre', 'post'):
+        stalls = scheme == 'post' and lr == 1e-2 and warmup == 0.0  # ends at ln(100)
+        _run(stability, f'{scheme}/lr{lr}_w{warmup}',
+             {'seed': 0, 'learning_rate': lr, 'warmup_fraction': warmup,
+              'model': {'norm_placement': scheme}}, 0.008 if stalls else 0.1,
+             val_loss=4.61 if stalls else 3.9, seconds=360.0)
+  return str(results)
+
+
+def test_page_findings_come_from_the_files(tmp_path):
+  results = _results(tmp_path)
+  with open(results_page.build_page(results)) as f:
+    page = f.read()
+  assert 'accuracy study 9/10 runs, stability grid 8/8 runs, init analysis 3 schemes' in page
+  assert 'still running' in page
+  # pre: 32.00 ± 1.00; post - pre = -5.00 on every seed
+  # pre 32.00 ± 1.00; post 26.83 ± 1.04; post - pre: -5, -5, -5.5 points
+  assert '| pre | 3 | 32.00 ± 1.00 [29.52, 34.48] | — | — | (baseline) |' in page
+  assert '| post | 3 | 26.83 ± 1.04 [24.25, 29.42] | -5.17 [-5.88, -4.45] |' in page
+  assert '**Worse than pre-LN**: `post`.' in page
+  assert '**Better than pre-LN** (Holm-adjusted p < 0.05): none.' in page
+  assert '**holds** (no scheme significantly better)' in page
+  assert '`dual_patchnorm` is **indistinguishable** against pre' in page
+  assert 'pre` reaches 32.00% val top-1 (at least the 30%' in page
+  assert "**pre-LN: the last layer's gradient shrinks about as 1/√L** (as predicted)" in page
+  assert "**post-LN: the last layer's gradient does not shrink with depth** (as predicted)" in page
+  assert '`none` at L=48' in page
+  assert '`post` (0.001 without, 0.01 with)' in page  # needs warmup at 1e-2
+  assert '`pre`, `post` trained at 0.01' in page  # post with warmup
+  assert ('A 6-layer, width-128 ViT on 16 tokens of 32-pixel images,\n  trained for 4 steps '
+          '(0.5 epochs) on 64 images') in page
+  assert '## Accuracy: 3 schemes × 3 seeds' in page and '(4 steps, 1 seed(s))' in page
+  # 9 accuracy runs of 1 h, 8 stability runs of 0.1 h, the init analysis 0.01 h; 2 cores
+  assert '| Test CPU (AVX2) | 2 | 18 | 9.81 | 19.62 |' in page
+  for figure in ('final_accuracy.png', 'curves.png', 'dynamics_pre.png', 'init/init_grad_norms.png'):
+    assert os.path.getsize(os.path.join(results, results_page.ACCURACY, figure)) > 10_000
+  assert os.path.getsize(os.path.join(results, results_page.STABILITY, 'stability.png')) > 10_000
+
+
+def test_command_line(tmp_path):
+  results = _results(tmp_path)
+  proc = subprocess.run([sys.executable, '-m', 'vit_jax.results_page', results], cwd=ROOT,
+                        capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr
+  assert os.path.exists(os.path.join(results, 'README.md'))
+  bad = subprocess.run([sys.executable, '-m', 'vit_jax.results_page'], cwd=ROOT,
+                       capture_output=True, text=True, timeout=60)
+  assert bad.returncode == 2 and 'usage' in bad.stderr
