@@ -83,7 +83,7 @@ def test_page_findings_come_from_the_files(tmp_path):
   assert '| post | 3 | 26.83 ± 1.04 [24.25, 29.42] | -5.17 [-5.88, -4.45] |' in page
   assert '**Worse than pre-LN**: `post`.' in page
   assert '**Better than pre-LN** (Holm-adjusted p < 0.05): none.' in page
-  assert '**holds** (no scheme significantly better)' in page
+  assert '**holds** for the 2 schemes tested so far (none significantly better)' in page
   assert '`dual_patchnorm` is **indistinguishable** against pre' in page
   assert 'pre` reaches 32.00% val top-1 (at least the 30%' in page
   assert "**pre-LN: the last layer's gradient shrinks about as 1/√L** (as predicted)" in page

@@ -126,8 +126,9 @@ def machine_table(study_dirs: Sequence[str]) -> str:
     total_core += wall * cores
     rows.append(f'| {cpu} | {cores or "?"} | {len(values)} | {wall:.2f} | '
                 f'{wall * cores:.2f} |' if cores else f'| {cpu} | ? | {len(values)} | {wall:.2f} | — |')
+  known = all(cores for _, cores in hours)
   rows.append(f'| **total** | | {sum(len(v) for v in hours.values())} | **{total_wall:.2f}** | '
-              f'**{total_core:.2f}** |')
+              + (f'**{total_core:.2f}** |' if known else f'at least {total_core:.2f} |'))
   return '\n'.join(rows)
 
 
@@ -234,8 +235,9 @@ def build_page(results_dir: str) -> str:
   done_a, planned_a = _runs_done(accuracy_dir)
   done_s, planned_s = _runs_done(stability_dir)
   init = study_runs.read_json(os.path.join(accuracy_dir, report_dynamics.INIT_NUMBERS)) or {}
-  status = (f'**Status**: accuracy study {done_a}/{planned_a} runs, stability grid '
-            f'{done_s}/{planned_s} runs, init analysis '
+  grid = f'{done_s}/{planned_s} runs' if planned_s else 'not started'
+  status = (f'**Status**: accuracy study {done_a}/{planned_a} runs, stability grid {grid}, '
+            'init analysis '
             f'{len(init.get("results", {}))} schemes.')
   if done_a < planned_a or done_s < planned_s:
     status += (' The study is still running: the findings below are those of the runs done so '
@@ -278,11 +280,18 @@ def build_page(results_dir: str) -> str:
       lines.append(f'- Not tested yet (fewer than 2 seeds): {_names(verdicts, "not tested yet")}.')
     dual = verdicts.get('dual_patchnorm', 'not tested yet')
     better = [k for k, v in verdicts.items() if v == 'better']
+    tested = [k for k, v in verdicts.items() if v in ('better', 'worse', 'indistinguishable')]
+    if better:
+      near_optimal = f'**does not hold** ({", ".join(f"`{b}`" for b in better)} significantly better)'
+    elif tested:
+      near_optimal = (f'**holds** for the {len(tested)} schemes tested so far (none significantly '
+                      'better)')
+    else:
+      near_optimal = '**not tested yet**'
     lines.append(
         '- **Dual PatchNorm\'s conclusion** (Kumar et al., 2023: pre-LN is near optimal among '
         'placements, and norms around the patch embedding help): pre-LN near optimal — '
-        + ('**holds** (no scheme significantly better)' if not better else
-           f'**does not hold** ({", ".join(f"`{b}`" for b in better)} significantly better)')
+        + near_optimal
         + f'; patch norms help — `dual_patchnorm` is **{dual}** against pre.')
   lines += init_findings(init) if init else ['- Init analysis: not published yet.']
   lines += stability_findings(summary_s) if summary_s else [
