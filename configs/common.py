@@ -12,7 +12,8 @@ from ml_collections.config_dict import placeholder
 def get_model_config() -> ml_collections.ConfigDict:
   """Fields of `vit_jax.models.VisionTransformer` (splatted into it by name)."""
   model = ml_collections.ConfigDict()
-  model.variant = ''                 # e.g. 'B/16': fills patch/hidden/layers/heads/mlp from the ViT paper
+  model.name = 'vit'                 # 'vit' (vit_jax/models.py) | 'swin' (vit_jax/swin.py)
+  model.variant = ''                 # e.g. 'B/16' or 'swin_t': fills the sizes from the paper
   model.patch_size = 4
   model.hidden_size = 192
   model.num_layers = 6
@@ -42,6 +43,12 @@ def get_model_config() -> ml_collections.ConfigDict:
   model.scan = False                 # nn.scan over blocks: faster compiles for deep models
   model.resnet_layers = ()           # hybrid ResNet stem: units per stage, () = pure ViT; R50+ViT-B/16: (3, 4, 9) with patch_size 1
   model.resnet_width = 1             # hybrid: width multiplier (64 * width root channels)
+  # Swin only (model.name='swin'; it also reads patch_size, hidden_size = the first stage's
+  # channels, the norm fields, layer_norm_epsilon, stochastic_depth_rate, dtype, param_dtype):
+  model.stage_depths = (2, 2, 6, 2)  # blocks per stage (Swin-T)
+  model.stage_heads = (3, 6, 12, 24)  # attention heads per stage
+  model.window_size = 7              # attention window, in tokens (a stage's map smaller than it: one window)
+  model.mlp_ratio = 4.0              # MLP hidden width / channels
   return model
 
 

@@ -47,9 +47,10 @@ SUBLAYERS = ('attn', 'mlp')
 # Each block's direct children, by sublayer (norm sites keep their names whatever their type).
 _MODULES = {
     sub: frozenset([norms.NORM_NAMES[f'{sub}_{p}'] for p in ('in', 'out', 'res')] +
-                   [attention.NAME if sub == 'attn' else 'MlpBlock_3', f'layerscale_{sub}'])
-    for sub in SUBLAYERS}
+                   [attention.NAME if sub == 'attn' else 'MlpBlock_3', sub, f'layerscale_{sub}'])
+    for sub in SUBLAYERS}  # `attn` / `mlp`: the Swin block's sublayers (vit_jax/swin.py)
 _BLOCK = re.compile(r'^encoderblock(?:_(\d+))?(?:-(\d+))?$')
+_SWIN_BLOCK = re.compile(r'^layers_(\d+)_blocks_(\d+)$')
 QUANTITIES = tuple(f'{sub}_{q}' for q in ('grad_norm', 'param_norm', 'update_ratio', 'branch_rms')
                    for sub in SUBLAYERS) + (
     'stream_rms', 'attn_entropy_mean', 'attn_entropy_min', 'attn_entropy_max',
@@ -57,21 +58,26 @@ QUANTITIES = tuple(f'{sub}_{q}' for q in ('grad_norm', 'param_norm', 'update_rat
 
 
 # ----------------------------------------------------------------------------- per-layer reductions
-def _blocks(encoder: Mapping) -> list[tuple[int, bool, Any]]:
-  """(first layer, scanned?, subtree) of each block module under `Transformer`."""
-  out = []
-  for name, subtree in encoder.items():
-    m = _BLOCK.match(name)
-    if m:
-      scanned = m.group(1) is None or m.group(2) is not None
-      out.append((int(m.group(1) or 0), scanned, subtree))
-  return out
+def _blocks(tree: Mapping) -> list[tuple[int, bool, Any]]:
+  """(first layer, scanned?, subtree) of each block module: a ViT's under `Transformer`, a Swin's
+  `layers_{stage}_blocks_{j}` numbered through the stages."""
+  if 'Transformer' in tree:
+    out = []
+    for name, subtree in tree['Transformer'].items():
+      m = _BLOCK.match(name)
+      if m:
+        scanned = m.group(1) is None or m.group(2) is not None
+        out.append((int(m.group(1) or 0), scanned, subtree))
+    return out
+  swin = sorted((tuple(map(int, m.groups())), subtree) for name, subtree in tree.items()
+                if (m := _SWIN_BLOCK.match(name)))
+  return [(layer, False, subtree) for layer, (_, subtree) in enumerate(swin)]
 
 
 def squared_norms(params: Mapping, num_layers: int) -> dict[str, jax.Array]:
   """{'attn': [L], 'mlp': [L]}: the sum of squares of each block's sublayer parameters."""
   out = {sub: jnp.zeros(num_layers, jnp.float32) for sub in SUBLAYERS}
-  for first, scanned, block in _blocks(params['Transformer']):
+  for first, scanned, block in _blocks(params):
     for child, subtree in block.items():
       sub = next(s for s in SUBLAYERS if child in _MODULES[s])
       for leaf in jax.tree.leaves(subtree):
@@ -85,7 +91,8 @@ def squared_norms(params: Mapping, num_layers: int) -> dict[str, jax.Array]:
 
 
 def sown_per_layer(sown: Mapping, num_layers: int) -> dict[str, jax.Array]:
-  """The 'diagnostics' collection -> {name: [L] or [L, heads]} in layer order."""
+  """The 'diagnostics' collection -> {name: [L]} in layer order; a per-head value ([heads] per
+  layer; a Swin's head count changes by stage) becomes `{name}_mean`, `_min` and `_max` over heads."""
   parts: dict[str, list[tuple[int, jax.Array]]] = {}
 
   def visit(tree, first, scanned):
@@ -94,9 +101,14 @@ def sown_per_layer(sown: Mapping, num_layers: int) -> dict[str, jax.Array]:
         visit(value, first, scanned)
       else:
         array = value[0]  # sow keeps a tuple of calls
-        parts.setdefault(name, []).append((first, array if scanned else array[None]))
+        array = array if scanned else array[None]  # [layers] or [layers, heads]
+        if array.ndim == 2:
+          for how, reduce in (('mean', jnp.mean), ('min', jnp.min), ('max', jnp.max)):
+            parts.setdefault(f'{name}_{how}', []).append((first, reduce(array, axis=1)))
+        else:
+          parts.setdefault(name, []).append((first, array))
 
-  for first, scanned, block in _blocks(sown['Transformer']):
+  for first, scanned, block in _blocks(sown):
     visit(block, first, scanned)
   out = {}
   for name, pieces in parts.items():
@@ -132,11 +144,10 @@ def diagnostics_step(state: Any, batch: dict, *, model: Any, tx: optax.GradientT
   _, sown = model.apply({'params': state.params}, images, train=False,
                         mutable=[attention.DIAGNOSTICS])
   act = sown_per_layer(sown[attention.DIAGNOSTICS], num_layers)
-  out.update({k: act[k] for k in ('attn_branch_rms', 'mlp_branch_rms', 'stream_rms')})
-  entropy, logit_max = act['attn_entropy'], act['attn_logit_max']  # [L, heads]
-  out.update(attn_entropy_mean=entropy.mean(1), attn_entropy_min=entropy.min(1),
-             attn_entropy_max=entropy.max(1), attn_logit_max_mean=logit_max.mean(1),
-             attn_logit_max=logit_max.max(1))
+  out.update({k: act[k] for k in ('attn_branch_rms', 'mlp_branch_rms', 'stream_rms',
+                                    'attn_entropy_mean', 'attn_entropy_min', 'attn_entropy_max',
+                                    'attn_logit_max_mean')})
+  out['attn_logit_max'] = act['attn_logit_max_max']  # the largest over heads
   return out
 
 

@@ -95,6 +95,7 @@ from vit_jax import hardware
 from vit_jax import layers
 from vit_jax import norms
 from vit_jax import resnet
+from vit_jax import swin
 from vit_jax import variants
 
 Array = jax.Array
@@ -464,20 +465,40 @@ class VisionTransformer(nn.Module):
 # ----------------------------------------------------------------------------- factory
 _MODEL_FIELDS = tuple(f.name for f in dataclasses.fields(VisionTransformer)
                       if f.name not in ('parent', 'name', 'num_classes'))
+# config.model field -> SwinTransformer field; the ViT ignores them, the Swin every other one.
+SWIN_FIELDS = {'stage_depths': 'depths', 'stage_heads': 'num_heads', 'window_size': 'window_size',
+               'mlp_ratio': 'mlp_ratio', 'patch_size': 'patch_size', 'hidden_size': 'hidden_size',
+               'norm_placement': 'norm_placement', 'norm_type': 'norm_type',
+               'final_norm': 'final_norm', 'layer_norm_epsilon': 'layer_norm_epsilon',
+               'stochastic_depth_rate': 'stochastic_depth_rate',
+               'head_bias_init': 'head_bias_init', 'dtype': 'dtype', 'param_dtype': 'param_dtype'}
+MODEL_NAMES = ('vit', 'swin')
 
 
-def create_model(model_config: Mapping[str, Any], num_classes: int) -> VisionTransformer:
-  """Builds the model from `config.model`.
+def create_model(model_config: Mapping[str, Any], num_classes: int
+                 ) -> VisionTransformer | swin.SwinTransformer:
+  """Builds the model from `config.model`: `name` 'vit' (this file) or 'swin' (vit_jax/swin.py).
 
   An optional `variant` key (see `variants.parse_variant`: 'Ti', 'S', 'B', 'L', 'H', optionally with
-  '/patch', e.g. 'B/16', or a hybrid like 'R50+B/16') sets the sizes it names and OVERRIDES those
-  fields in `model_config`; leave `variant` empty to use the fields as given. `kernels='auto'`
-  stays in the module and is resolved when it is called (`resolve_kernels`).
+  '/patch', e.g. 'B/16', a hybrid like 'R50+B/16', or 'swin_t' / 'swin_s' / 'swin_b') sets the
+  sizes it names and OVERRIDES those fields in `model_config`; leave `variant` empty to use the
+  fields as given. `kernels='auto'` stays in the module and is resolved when it is called
+  (`resolve_kernels`).
   """
   kwargs = dict(model_config)
   variant = kwargs.pop('variant', None)
   if variant:
     kwargs.update(variants.parse_variant(variant))
+  name = kwargs.pop('name', 'vit')
+  if name not in MODEL_NAMES:
+    raise ValueError(f'model.name={name!r} is not one of {MODEL_NAMES}')
+  if name == 'swin':
+    return swin.SwinTransformer(num_classes=num_classes,
+                                **{ours: kwargs[field] for field, ours in SWIN_FIELDS.items()
+                                   if field in kwargs})
+  for field in SWIN_FIELDS:
+    if field not in _MODEL_FIELDS:
+      kwargs.pop(field, None)
   kwargs.update(hardware.model_settings(kwargs, jax.default_backend()))  # fields left at 'auto'
   unknown = sorted(set(kwargs) - set(_MODEL_FIELDS))
   if unknown:

@@ -22,6 +22,7 @@ from vit_jax import norms
 from vit_jax import optim
 from vit_jax import pretrained
 from vit_jax import resnet
+from vit_jax import swin
 from vit_jax import variants
 from vit_jax.data import cifar
 
@@ -88,6 +89,52 @@ def _widths(value) -> Sequence:
   return value if isinstance(value, (list, tuple)) else (value,)
 
 
+def _swin_problems(model: ml_collections.ConfigDict, image_size: int) -> list[str]:
+  """vit_jax/swin.py's fields (the ViT-only ones are ignored)."""
+  p = []
+  depths, heads = tuple(model.stage_depths), tuple(model.stage_heads)
+  if not depths or any(int(d) <= 0 for d in depths):
+    p.append(f'model.stage_depths={depths} must hold a positive block count per stage.')
+    return p
+  if len(heads) != len(depths) or any(int(h) <= 0 for h in heads):
+    p.append(f'model.stage_heads={heads} must hold a positive head count per stage of '
+             f'model.stage_depths={depths}.')
+  else:
+    for i, h in enumerate(heads):
+      width = model.hidden_size * 2 ** i
+      if width % h:
+        p.append(f'stage {i} has {width} channels (model.hidden_size={model.hidden_size} x '
+                 f'2^{i}), not divisible by its {h} heads (model.stage_heads).')
+  p += [f'data.image_size / model.patch_size / model.window_size: {q}'
+        for q in swin.size_problems(image_size, model.patch_size, model.window_size, len(depths))]
+  if model.norm_type not in norms.NORM_TYPES:
+    p.append(f'model.norm_type={model.norm_type!r}: expected one of {", ".join(norms.NORM_TYPES)}.')
+  else:
+    try:
+      missing = swin.unsupported(norms.parse_spec(model.norm_placement, sum(depths),
+                                                  model.norm_type))
+      if missing:
+        p.append(f'model.norm_placement={model.norm_placement!r} uses {"; ".join(missing)}, '
+                 'which the Swin does not implement (ViT only). Swin takes the placements of '
+                 'norms around its sublayers: pre (Swin V1), respost (Swin V2), post, sandwich, '
+                 'addnorm, mixln, layerscale, none, with any norm_type.')
+    except ValueError as e:
+      p.append(f'model.norm_placement: {e}')
+  if model.mlp_ratio <= 0:
+    p.append(f'model.mlp_ratio={model.mlp_ratio} must be > 0.')
+  if not 0.0 <= model.stochastic_depth_rate < 1.0:
+    p.append(f'model.stochastic_depth_rate={model.stochastic_depth_rate} must be in [0, 1).')
+  if model.layer_norm_epsilon <= 0:
+    p.append(f'model.layer_norm_epsilon={model.layer_norm_epsilon} must be > 0.')
+  for name in ('scan', 'remat'):
+    if model[name]:
+      p.append(f'model.{name}=True is not implemented for the Swin yet; set it False.')
+  for name in ('dtype', 'param_dtype'):
+    if model[name] not in DTYPES:
+      p.append(f'model.{name}={model[name]!r}: expected one of {DTYPES}.')
+  return p
+
+
 def _model_problems(model_config: ml_collections.ConfigDict, image_size: int) -> list[str]:
   p = []
   model = ml_collections.ConfigDict(model_config.to_dict())
@@ -97,6 +144,10 @@ def _model_problems(model_config: ml_collections.ConfigDict, image_size: int) ->
     except ValueError as e:
       p.append(f'model.variant={model.variant!r} is unknown: {e}')
       return p
+  if model.name not in models.MODEL_NAMES:
+    return [f'model.name={model.name!r}: expected one of {models.MODEL_NAMES}.']
+  if model.name == 'swin':
+    return _swin_problems(model, image_size)
   for name in ('patch_size', 'hidden_size', 'num_layers', 'num_heads'):
     if model[name] <= 0:
       p.append(f'model.{name}={model[name]} must be a positive integer.')
@@ -208,6 +259,9 @@ def _training_problems(config: ml_collections.ConfigDict) -> list[str]:
              'ViT .npz (see docs/pretrained.md), or "" for random init.')
   if config.init_head not in pretrained.INIT_HEADS:
     p.append(f'init_head={config.init_head!r}: expected one of {pretrained.INIT_HEADS}.')
+  if config.init_from and config.model.name == 'swin':
+    p.append('init_from reads the official ViT .npz layout; the Swin weight loader is not built '
+             'yet: train the Swin from scratch (init_from="").')
   if config.init_from and config.model.posemb != 'learn':
     p.append(f'init_from needs model.posemb="learn" (official checkpoints have learned position '
              f'embeddings), not {config.model.posemb!r}.')

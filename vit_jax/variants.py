@@ -17,6 +17,15 @@ VARIANTS: dict[str, tuple[int, int, int, int]] = {
 }
 
 
+# name -> (hidden_size, blocks per stage, heads per stage); Liu et al. 2021, table 1 (patch 4,
+# window 7, 224px).
+SWIN_VARIANTS: dict[str, tuple[int, tuple[int, ...], tuple[int, ...]]] = {
+    'swin_t': (96, (2, 2, 6, 2), (3, 6, 12, 24)),
+    'swin_s': (96, (2, 2, 18, 2), (3, 6, 12, 24)),
+    'swin_b': (128, (2, 2, 18, 2), (4, 8, 16, 32)),
+}
+
+
 def parse_variant(variant: str) -> dict[str, Any]:
   """Model-zoo name -> the `config.model` fields it sets.
 
@@ -27,12 +36,16 @@ def parse_variant(variant: str) -> dict[str, Any]:
   'R26_S_32' (AugReg).
   """
   text = str(variant).strip()
+  if text.lower() in SWIN_VARIANTS:  # 'swin_t': model.name='swin' with the paper's sizes
+    hidden, depths, heads = SWIN_VARIANTS[text.lower()]
+    return {'name': 'swin', 'hidden_size': hidden, 'stage_depths': depths, 'stage_heads': heads,
+            'patch_size': 4, 'window_size': 7}
   m = re.fullmatch(r'(?:(R\d+)[+_])?(?:ViT-)?([A-Za-z]+)(?:[/_](\d+))?', text)
   if not m or m.group(2) not in VARIANTS:
     hybrids = ', '.join(f'{r}+<size>/{p}' for r, p in resnet.RESNET_VARIANTS)
     raise ValueError(f'Unknown model variant {variant!r}; valid: {", ".join(VARIANTS)}, '
                      f'optionally with "/<patch>" (e.g. "B/16"); hybrids {hybrids} '
-                     '(e.g. "R50+B/16").')
+                     f'(e.g. "R50+B/16"); Swin: {", ".join(SWIN_VARIANTS)}.')
   stem, size, patch = m.groups()  # e.g. ('R50', 'B', '16')
   fields = dict(zip(('hidden_size', 'num_layers', 'num_heads', 'mlp_dim'), VARIANTS[size]))
   if stem:
