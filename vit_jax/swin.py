@@ -17,11 +17,12 @@ init gain, LN-scaling, patch-input norms and the B2T / ResiDual residuals are Vi
 always followed by a norm (Swin's `patch_norm`) of type `norm_type`; patch merging normalizes
 before its reduction (V1).
 
-Parameter names follow the official / timm layout so that released weights map by name
-(vit_jax/swin_weights.py): patch_embed, layers_{i}/blocks_{j}/{attn/{qkv,proj,
-relative_position_bias_table}, mlp/{fc1,fc2}}, layers_{i}/downsample/{norm,reduction}, norm,
-head; the block norms keep the ViT's site names (LayerNorm_0 = attn:in, LayerNorm_2 = mlp:in,
-...). GELU is exact (erf), as in the reference implementation.
+Parameter names follow timm's layout so that released weights map by name
+(vit_jax/swin_weights.py): patch_embed, layers_{i}_blocks_{j}/{attn/{qkv, proj,
+relative_position_bias_table}, mlp/{fc1, fc2}}, layers_{i}_downsample/{norm, reduction} (the
+merging at the start of stage i >= 1), head; the norms keep the ViT's site names (patch_norm_out,
+LayerNorm_0 = attn:in, LayerNorm_2 = mlp:in, ..., encoder_norm). GELU is exact (erf), as in
+the reference implementation.
 """
 
 from __future__ import annotations
@@ -324,7 +325,7 @@ class SwinTransformer(nn.Module):
     for i, (depth, heads, (res, window)) in enumerate(zip(self.depths, self.num_heads, geometry)):
       if i:
         x = PatchMerging(self.norm_type, self.layer_norm_epsilon, dtype=dtype,
-                         param_dtype=param_dtype, name=f'layers_{i - 1}_downsample')(x)
+                         param_dtype=param_dtype, name=f'layers_{i}_downsample')(x)
       for j in range(depth):
         shift = window // 2 if j % 2 and res > window else 0
         x = SwinBlock(heads, window, shift, self.mlp_ratio, spec, spec.layers[layer],

@@ -34,6 +34,8 @@ from vit_jax import logs
 from vit_jax import models
 from vit_jax import optim
 from vit_jax import pretrained
+from vit_jax import swin
+from vit_jax import swin_weights
 from vit_jax import validation
 
 DATA_AXIS = 'data'
@@ -370,10 +372,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   else:
     state, start_step = init_train_state(model, tx, config, image_shape, state_sharding,
                                          config.seed), 0
-    if config.init_from:  # fine-tuning from an official-layout .npz (vit_jax.pretrained)
-      params = pretrained.load_pretrained(config.init_from, jax.device_get(state.params),
-                                          init_head=config.init_head,
-                                          shardings=state_sharding.params)
+    if config.init_from:  # fine-tuning: a ViT .npz (pretrained) or Swin state_dict (swin_weights)
+      load = (functools.partial(swin_weights.load_swin, model=model)
+              if isinstance(model, swin.SwinTransformer) else pretrained.load_pretrained)
+      params = load(config.init_from, init_params=jax.device_get(state.params),
+                    init_head=config.init_head, shardings=state_sharding.params)
       # The EMA gets its own buffers: the train step donates the params.
       state = state.replace(params=params, ema_params=None if state.ema_params is None else
                             jax.tree.map(jnp.copy, params))

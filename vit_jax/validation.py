@@ -254,15 +254,17 @@ def _training_problems(config: ml_collections.ConfigDict) -> list[str]:
       re.compile(config.trainable)
     except re.error as e:
       p.append(f'trainable={config.trainable!r} is not a valid regular expression ({e}).')
+  swin_model = config.model.name == 'swin' or config.model.variant.lower().startswith('swin')
   if config.init_from and not os.path.isfile(config.init_from):
-    p.append(f'init_from={config.init_from!r} is not a file; give the path of an official-layout '
-             'ViT .npz (see docs/pretrained.md), or "" for random init.')
+    p.append(f'init_from={config.init_from!r} is not a file; give the path of ' +
+             ('a Swin .pth / .safetensors (timm or official layout)' if swin_model else
+              'an official-layout ViT .npz (see docs/pretrained.md)') + ', or "" for random init.')
+  if config.init_from and swin_model and config.init_from.endswith('.npz'):
+    p.append(f'init_from={config.init_from!r}: a Swin loads PyTorch-layout weights (.pth or '
+             '.safetensors, vit_jax/swin_weights.py), not a ViT .npz.')
   if config.init_head not in pretrained.INIT_HEADS:
     p.append(f'init_head={config.init_head!r}: expected one of {pretrained.INIT_HEADS}.')
-  if config.init_from and config.model.name == 'swin':
-    p.append('init_from reads the official ViT .npz layout; the Swin weight loader is not built '
-             'yet: train the Swin from scratch (init_from="").')
-  if config.init_from and config.model.posemb != 'learn':
+  if config.init_from and not swin_model and config.model.posemb != 'learn':
     p.append(f'init_from needs model.posemb="learn" (official checkpoints have learned position '
              f'embeddings), not {config.model.posemb!r}.')
   if config.seed < 0:
