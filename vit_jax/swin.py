@@ -285,6 +285,7 @@ class SwinTransformer(nn.Module):
   layer_norm_epsilon: float = 1e-5
   stochastic_depth_rate: float = 0.0
   head_bias_init: float = 0.0
+  remat: bool = False  # recompute each block in the backward pass (memory for compute)
   dtype: str = 'float32'
   param_dtype: str = 'float32'
 
@@ -321,6 +322,8 @@ class SwinTransformer(nn.Module):
                          epsilon=self.layer_norm_epsilon, dtype=dtype, param_dtype=param_dtype)(x)
     rates = layers.drop_path_rates(self.stochastic_depth_rate, sum(self.depths))
     geometry = stage_geometry(images.shape[1], p, self.window_size, len(self.depths))
+    # argnums: 0=self, 1=x, 2=drop_path_rate (a Python float), 3=train
+    block = nn.remat(SwinBlock, static_argnums=(2, 3)) if self.remat else SwinBlock
     layer = 0
     for i, (depth, heads, (res, window)) in enumerate(zip(self.depths, self.num_heads, geometry)):
       if i:
@@ -328,7 +331,7 @@ class SwinTransformer(nn.Module):
                          param_dtype=param_dtype, name=f'layers_{i}_downsample')(x)
       for j in range(depth):
         shift = window // 2 if j % 2 and res > window else 0
-        x = SwinBlock(heads, window, shift, self.mlp_ratio, spec, spec.layers[layer],
+        x = block(heads, window, shift, self.mlp_ratio, spec, spec.layers[layer],
                       self.layer_norm_epsilon, dtype=dtype, param_dtype=param_dtype,
                       name=f'layers_{i}_blocks_{j}')(x, float(rates[layer]), train)
         layer += 1

@@ -126,9 +126,9 @@ def _swin_problems(model: ml_collections.ConfigDict, image_size: int) -> list[st
     p.append(f'model.stochastic_depth_rate={model.stochastic_depth_rate} must be in [0, 1).')
   if model.layer_norm_epsilon <= 0:
     p.append(f'model.layer_norm_epsilon={model.layer_norm_epsilon} must be > 0.')
-  for name in ('scan', 'remat'):
-    if model[name]:
-      p.append(f'model.{name}=True is not implemented for the Swin yet; set it False.')
+  if model.scan:
+    p.append('model.scan=True is not implemented for the Swin yet; set it False (model.remat '
+             'works).')
   for name in ('dtype', 'param_dtype'):
     if model[name] not in DTYPES:
       p.append(f'model.{name}={model[name]!r}: expected one of {DTYPES}.')
