@@ -37,3 +37,15 @@ def test_total_steps_from_epochs():
   metrics = {'train': [{'step': 5, 'epoch': 5 * 16 / 100}]}  # 100 training examples
   assert study_runs.total_steps(config, metrics) == math.ceil(2 * 100 / 16)
   assert study_runs.total_steps({'total_steps': 7}, {}) == 7
+
+
+def test_a_field_added_to_the_config_schema_does_not_split_runs():
+  """Runs from before a new config field lack it; those after have it at its default. Only
+  runs that have a field and disagree on it differ in it."""
+  run = lambda **config: study_runs.Run(workdir='w', config=config, metrics={}, total_steps=1,
+                                         status='finished')
+  old = run(**{'model.norm_placement': 'pre'})
+  new = run(**{'model.norm_placement': 'post', 'model.name': 'vit'})
+  assert study_runs.varying_fields([old, new]) == ['model.norm_placement']
+  other = run(**{'model.norm_placement': 'post', 'model.name': 'swin'})
+  assert study_runs.varying_fields([old, new, other]) == ['model.norm_placement', 'model.name']

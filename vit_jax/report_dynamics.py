@@ -183,7 +183,8 @@ def layer_by_step(records: Sequence[dict], key) -> tuple[list[int], np.ndarray]:
 def plot_dynamics(records: Sequence[dict], path: str, title: str) -> None:
   from matplotlib import colors  # pylint: disable=g-import-not-at-top
   plt = _pyplot()
-  fig, axes = plt.subplots(1, 3, figsize=(14, 3.8), layout='constrained')
+  fig, axes = plt.subplots(1, 3, figsize=(15, 3.8), layout='constrained',
+                           gridspec_kw={'wspace': 0.08})
   steps, grads = layer_by_step(
       records, lambda r: math.hypot(r['attn_grad_norm'], r['mlp_grad_norm']))
   positive = grads[grads > 0]

@@ -239,14 +239,18 @@ def run_metrics(run: Run) -> dict[str, float]:
 
 
 def varying_fields(runs: Iterable[Run]) -> list[str]:
-  """Config fields whose value differs between runs, the seed and sweep.* excepted."""
+  """Config fields whose value differs between the runs that have them, the seed and sweep.*
+  excepted."""
   runs = list(runs)
   fields = sorted(set().union(*(r.config for r in runs))) if runs else []
   out = []
   for field in fields:
     if field.startswith(IGNORED_FIELD_PREFIXES):
       continue
-    values = {json.dumps(r.config.get(field), sort_keys=True, default=str) for r in runs}
+    # A field that some runs lack came with a newer config schema (a new field at its default
+    # in the runs that have it): it splits runs only if the runs that have it disagree.
+    values = {json.dumps(r.config[field], sort_keys=True, default=str)
+              for r in runs if field in r.config}
     if len(values) > 1:
       out.append(field)
   if PLACEMENT_FIELD in out:  # the placement first: it names the rows
