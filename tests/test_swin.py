@@ -14,6 +14,7 @@ import pytest
 
 import cifar_fixtures
 from configs import common
+from vit_jax import diagnostics
 from vit_jax import models
 from vit_jax import norms
 from vit_jax import optim
@@ -189,6 +190,39 @@ def test_remat_gives_the_same_gradients():
   assert traced(remat).count('remat2[') == 4 and 'remat2[' not in traced(plain)
 
 
+def test_scan_computes_what_the_unscanned_model_computes():
+  """Scanned stages ((plain, shifted) pairs) give the same logits, gradients and diagnostics as
+  the block-by-block model with the same (restacked) parameters."""
+  x = jax.random.normal(jax.random.key(1), (2, 32, 32, 3))
+  labels = jnp.array([3, 4])
+  plain, scanned = _model(stage_depths=(2, 4)), _model(stage_depths=(2, 4), scan=True)
+  stacked = scanned.init(jax.random.key(0), x)['params']
+  assert set(stacked['layers_1_blocks']) == {'blocks_0', 'blocks_1'}
+  assert stacked['layers_1_blocks']['blocks_1']['attn']['qkv']['kernel'].shape[0] == 2  # 2 pairs
+  stacked = jax.tree.map(lambda p: p + 0.01, stacked)
+  unstacked = swin.unstack_params(stacked)
+  assert 'layers_1_blocks_3' in unstacked
+  jax.tree.map(np.testing.assert_array_equal, swin.stack_params(unstacked, stacked), stacked)
+
+  def loss(model, params):
+    return jnp.mean(train.cross_entropy(model.apply({'params': params}, x), labels))
+  np.testing.assert_allclose(loss(plain, unstacked), loss(scanned, stacked), rtol=1e-6)
+  g_plain = jax.grad(lambda p: loss(plain, p))(unstacked)
+  g_scan = swin.unstack_params(jax.grad(lambda p: loss(scanned, p))(stacked))
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), g_plain, g_scan)
+  for name, params in (('plain', unstacked), ('scan', stacked)):
+    model = plain if name == 'plain' else scanned
+    _, sown = model.apply({'params': params}, x, mutable=[diagnostics.attention.DIAGNOSTICS])
+    per_layer = diagnostics.sown_per_layer(sown[diagnostics.attention.DIAGNOSTICS], 6)
+    if name == 'plain':
+      want = per_layer
+    else:
+      for key, value in want.items():
+        np.testing.assert_allclose(per_layer[key], value, rtol=1e-4, err_msg=key)
+  sq_plain, sq_scan = diagnostics.squared_norms(unstacked, 6), diagnostics.squared_norms(stacked, 6)
+  np.testing.assert_allclose(sq_plain['attn'], sq_scan['attn'], rtol=1e-6)
+
+
 def test_eight_devices_match_one_device():
   assert jax.device_count() == 8, 'tests/conftest.py forces 8 CPU devices'
   config = common.get_config()
@@ -224,7 +258,8 @@ def test_eight_devices_match_one_device():
     (dict(stage_heads=(2,)), 'a positive head count per stage'),
     (dict(norm_placement='qknorm'), 'norms inside the attention'),
     (dict(norm_placement='deepnorm'), 'init_gain'),
-    (dict(scan=True), 'model.scan=True is not implemented for the Swin'),
+    (dict(scan=True, stage_depths=(3, 2)), 'odd depth 3'),
+    (dict(scan=True, norm_placement='pre,mixln=0.5', stage_depths=(2, 4)), 'mixes norm placements'),
 ])
 def test_bad_swin_configs_stop_before_compile(overrides, message):
   config = common.get_config()
@@ -234,7 +269,8 @@ def test_bad_swin_configs_stop_before_compile(overrides, message):
     validation.validate_config(config)
 
 
-def test_run_py_trains_and_evaluates_a_swin(tmp_path):
+@pytest.mark.parametrize('layout', [[], ['--config.model.scan=True', '--config.model.remat=True']])
+def test_run_py_trains_and_evaluates_a_swin(tmp_path, layout):
   archive = cifar_fixtures.write_cifar100_binary(
       str(tmp_path), {'train': cifar_fixtures.make_examples(64, 100)})
   workdir = str(tmp_path / 'run')
@@ -245,7 +281,7 @@ def test_run_py_trains_and_evaluates_a_swin(tmp_path):
            '--config.model.stage_heads=1,2', '--config.model.window_size=4',
            '--config.total_steps=2', '--config.batch_size=8', '--config.eval_batch_size=8',
            '--config.log_every=1', '--config.eval_every=2', '--config.checkpoint_every=2',
-           '--config.diagnostics_every=1']
+           '--config.diagnostics_every=1', *layout]
   proc = subprocess.run([sys.executable, 'run.py', *flags], cwd=ROOT, capture_output=True,
                         text=True, timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]

@@ -178,3 +178,12 @@ def test_run_py_fine_tunes_from_a_state_dict(timm_swin, tmp_path):
   # the 2 head arrays stay fresh.
   assert "loaded 61 of the model's 63 parameter arrays (head: fresh)" in proc.stderr, \
       proc.stderr[-3000:]
+
+
+def test_a_scanned_model_loads_the_same_weights(timm_swin):
+  _, state, images, want = timm_swin
+  model, init = _swin_t(scan=True)
+  assert 'layers_2_blocks' in init and 'layers_2_blocks_0' not in init  # scanned layout
+  params = swin_weights.load_swin(state, model, init, init_head='load')
+  got = np.asarray(model.apply({'params': params}, jnp.asarray(images)))
+  assert _relative_error(got, want) <= 1e-4

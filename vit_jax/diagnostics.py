@@ -51,6 +51,7 @@ _MODULES = {
     for sub in SUBLAYERS}  # `attn` / `mlp`: the Swin block's sublayers (vit_jax/swin.py)
 _BLOCK = re.compile(r'^encoderblock(?:_(\d+))?(?:-(\d+))?$')
 _SWIN_BLOCK = re.compile(r'^layers_(\d+)_blocks_(\d+)$')
+_SWIN_SCANNED = re.compile(r'^layers_(\d+)_blocks$')
 QUANTITIES = tuple(f'{sub}_{q}' for q in ('grad_norm', 'param_norm', 'update_ratio', 'branch_rms')
                    for sub in SUBLAYERS) + (
     'stream_rms', 'attn_entropy_mean', 'attn_entropy_min', 'attn_entropy_max',
@@ -58,63 +59,78 @@ QUANTITIES = tuple(f'{sub}_{q}' for q in ('grad_norm', 'param_norm', 'update_rat
 
 
 # ----------------------------------------------------------------------------- per-layer reductions
-def _blocks(tree: Mapping) -> list[tuple[int, bool, Any]]:
-  """(first layer, scanned?, subtree) of each block module: a ViT's under `Transformer`, a Swin's
-  `layers_{stage}_blocks_{j}` numbered through the stages."""
+def _blocks(tree: Mapping) -> list[tuple[np.ndarray, bool, Any]]:
+  """(layer indices, scanned?, subtree) of each block module: a ViT's under `Transformer`, a
+  Swin's `layers_{stage}_blocks_{j}`, or scanned `layers_{stage}_blocks/blocks_{k}` (the k-th
+  block of each (plain, shifted) step), numbered through the stages."""
   if 'Transformer' in tree:
     out = []
     for name, subtree in tree['Transformer'].items():
       m = _BLOCK.match(name)
       if m:
         scanned = m.group(1) is None or m.group(2) is not None
-        out.append((int(m.group(1) or 0), scanned, subtree))
+        first = int(m.group(1) or 0)
+        count = len(jax.tree.leaves(subtree)[0]) if scanned else 1
+        out.append((np.arange(first, first + count), scanned, subtree))
     return out
-  swin = sorted((tuple(map(int, m.groups())), subtree) for name, subtree in tree.items()
-                if (m := _SWIN_BLOCK.match(name)))
-  return [(layer, False, subtree) for layer, (_, subtree) in enumerate(swin)]
+  stages: dict[int, list] = {}
+  for name, subtree in tree.items():
+    if m := _SWIN_BLOCK.match(name):
+      stages.setdefault(int(m.group(1)), []).append((int(m.group(2)), 1, False, subtree))
+    elif m := _SWIN_SCANNED.match(name):
+      period = len(subtree)
+      for k in range(period):
+        stages.setdefault(int(m.group(1)), []).append((k, period, True, subtree[f'blocks_{k}']))
+  out, first = [], 0
+  for stage in sorted(stages):
+    blocks = stages[stage]
+    depth = sum(len(jax.tree.leaves(t)[0]) if scanned else 1 for _, _, scanned, t in blocks)
+    for k, period, scanned, subtree in blocks:
+      count = len(jax.tree.leaves(subtree)[0]) if scanned else 1
+      out.append((first + k + period * np.arange(count), scanned, subtree))
+    first += depth
+  return out
 
 
 def squared_norms(params: Mapping, num_layers: int) -> dict[str, jax.Array]:
   """{'attn': [L], 'mlp': [L]}: the sum of squares of each block's sublayer parameters."""
   out = {sub: jnp.zeros(num_layers, jnp.float32) for sub in SUBLAYERS}
-  for first, scanned, block in _blocks(params):
+  for index, scanned, block in _blocks(params):
     for child, subtree in block.items():
       sub = next(s for s in SUBLAYERS if child in _MODULES[s])
       for leaf in jax.tree.leaves(subtree):
         sq = jnp.square(leaf.astype(jnp.float32))
-        if scanned:  # [layers, ...] -> [layers]
-          sq = sq.reshape(sq.shape[0], -1).sum(1)
-          out[sub] = out[sub].at[first:first + sq.shape[0]].add(sq)
-        else:
-          out[sub] = out[sub].at[first].add(sq.sum())
+        sq = sq.reshape(sq.shape[0], -1).sum(1) if scanned else sq.sum()[None]  # [layers]
+        out[sub] = out[sub].at[index].add(sq)
   return out
 
 
 def sown_per_layer(sown: Mapping, num_layers: int) -> dict[str, jax.Array]:
   """The 'diagnostics' collection -> {name: [L]} in layer order; a per-head value ([heads] per
   layer; a Swin's head count changes by stage) becomes `{name}_mean`, `_min` and `_max` over heads."""
-  parts: dict[str, list[tuple[int, jax.Array]]] = {}
+  parts: dict[str, list[tuple[np.ndarray, jax.Array]]] = {}
 
-  def visit(tree, first, scanned):
+  def visit(tree, index, scanned):
     for name, value in tree.items():
       if isinstance(value, Mapping):
-        visit(value, first, scanned)
+        visit(value, index, scanned)
       else:
         array = value[0]  # sow keeps a tuple of calls
         array = array if scanned else array[None]  # [layers] or [layers, heads]
         if array.ndim == 2:
           for how, reduce in (('mean', jnp.mean), ('min', jnp.min), ('max', jnp.max)):
-            parts.setdefault(f'{name}_{how}', []).append((first, reduce(array, axis=1)))
+            parts.setdefault(f'{name}_{how}', []).append((index, reduce(array, axis=1)))
         else:
-          parts.setdefault(name, []).append((first, array))
+          parts.setdefault(name, []).append((index, array))
 
-  for first, scanned, block in _blocks(sown):
-    visit(block, first, scanned)
+  for index, scanned, block in _blocks(sown):
+    visit(block, index, scanned)
   out = {}
   for name, pieces in parts.items():
-    stacked = jnp.concatenate([a for _, a in sorted(pieces, key=lambda p: p[0])])
-    assert stacked.shape[0] == num_layers, (name, stacked.shape)
-    out[name] = stacked
+    index = np.concatenate([i for i, _ in pieces])
+    assert sorted(index.tolist()) == list(range(num_layers)), (name, index)
+    out[name] = jnp.zeros(num_layers, jnp.float32).at[index].set(
+        jnp.concatenate([a for _, a in pieces]).astype(jnp.float32))
   return out
 
 

@@ -471,7 +471,7 @@ SWIN_FIELDS = {'stage_depths': 'depths', 'stage_heads': 'num_heads', 'window_siz
                'norm_placement': 'norm_placement', 'norm_type': 'norm_type',
                'final_norm': 'final_norm', 'layer_norm_epsilon': 'layer_norm_epsilon',
                'stochastic_depth_rate': 'stochastic_depth_rate',
-               'head_bias_init': 'head_bias_init', 'remat': 'remat', 'dtype': 'dtype',
+               'head_bias_init': 'head_bias_init', 'remat': 'remat', 'scan': 'scan', 'dtype': 'dtype',
                'param_dtype': 'param_dtype'}
 MODEL_NAMES = ('vit', 'swin')
 

@@ -28,6 +28,7 @@ the reference implementation.
 from __future__ import annotations
 
 import functools
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -270,6 +271,73 @@ class PatchMerging(nn.Module):
                     name='reduction')(x)
 
 
+class _ScanStep(nn.Module):
+  """One step of a scanned stage: `len(shifts)` blocks (a plain and a shifted one, or one), named
+  blocks_0, blocks_1; block j of the stage is step j // len(shifts), blocks_{j % len(shifts)}."""
+  block: Any
+  shifts: tuple[int, ...]
+  kwargs: dict
+
+  @nn.compact
+  def __call__(self, x: Array, rates, train: bool):
+    for k, shift in enumerate(self.shifts):
+      x = self.block(shift=shift, **self.kwargs, name=f'blocks_{k}')(x, rates[k], train)
+    return x, None
+
+
+def scan_layout_problems(depths: Sequence[int], image_size: int, patch_size: int,
+                         window_size: int, spec: norms.NormSpec) -> list[str]:
+  """Why `scan=True` cannot scan these stages: each stage needs identical norms in all its
+  blocks, and an even depth where windows shift (pairs are the scanned step)."""
+  out, layer = [], 0
+  geometry = stage_geometry(image_size, patch_size, window_size, len(depths))
+  for i, (depth, (res, window)) in enumerate(zip(depths, geometry)):
+    if len(set(spec.layers[layer:layer + depth])) > 1:
+      out.append(f'stage {i} mixes norm placements (e.g. Mix-LN\'s boundary falls inside it)')
+    if res > window and depth % 2:
+      out.append(f'stage {i} has an odd depth {depth}: its (plain, shifted) pairs cannot be scanned')
+    layer += depth
+  return out
+
+
+def _unscanned_name(stage: int, step: int, k: int, period: int) -> str:
+  return f'layers_{stage}_blocks_{step * period + k}'
+
+
+def unstack_params(params: Any) -> dict:
+  """scan=True params (layers_{i}_blocks/blocks_{k}, stacked) -> the unscanned layout
+  (layers_{i}_blocks_{j}), e.g. to load weights or compare; other params unchanged."""
+  out = {}
+  for name, tree in params.items():
+    m = re.fullmatch(r'layers_(\d+)_blocks', name)
+    if not m:
+      out[name] = tree
+      continue
+    period = len(tree)
+    steps = len(jax.tree.leaves(tree)[0])
+    for step in range(steps):
+      for k in range(period):
+        out[_unscanned_name(int(m.group(1)), step, k, period)] = jax.tree.map(
+            lambda a, step=step: a[step], tree[f'blocks_{k}'])
+  return out
+
+
+def stack_params(params: Any, like: Any) -> dict:
+  """Inverse of unstack_params, with the scanned layout of `like` (the scanned model's params)."""
+  out = {}
+  for name, tree in like.items():
+    m = re.fullmatch(r'layers_(\d+)_blocks', name)
+    if not m:
+      out[name] = params[name]
+      continue
+    period, steps = len(tree), len(jax.tree.leaves(tree)[0])
+    out[name] = {f'blocks_{k}': jax.tree.map(
+        lambda *xs: np.stack(xs),
+        *[params[_unscanned_name(int(m.group(1)), step, k, period)] for step in range(steps)])
+                 for k in range(period)}
+  return out
+
+
 class SwinTransformer(nn.Module):
   """Swin classifier: images [batch, H, W, 3] -> logits [batch, num_classes] (float32)."""
   num_classes: int
@@ -286,6 +354,7 @@ class SwinTransformer(nn.Module):
   stochastic_depth_rate: float = 0.0
   head_bias_init: float = 0.0
   remat: bool = False  # recompute each block in the backward pass (memory for compute)
+  scan: bool = False   # nn.scan over each stage's (plain, shifted) pairs: compile once per stage
   dtype: str = 'float32'
   param_dtype: str = 'float32'
 
@@ -309,6 +378,9 @@ class SwinTransformer(nn.Module):
     spec = self.norm_spec()
     problems = unsupported(spec) + size_problems(images.shape[1], self.patch_size,
                                                  self.window_size, len(self.depths))
+    if self.scan and not problems:
+      problems += scan_layout_problems(self.depths, images.shape[1], self.patch_size,
+                                       self.window_size, spec)
     if len(self.num_heads) != len(self.depths):
       problems.append(f'num_heads={self.num_heads} needs one entry per stage of '
                       f'depths={self.depths}.')
@@ -322,19 +394,35 @@ class SwinTransformer(nn.Module):
                          epsilon=self.layer_norm_epsilon, dtype=dtype, param_dtype=param_dtype)(x)
     rates = layers.drop_path_rates(self.stochastic_depth_rate, sum(self.depths))
     geometry = stage_geometry(images.shape[1], p, self.window_size, len(self.depths))
-    # argnums: 0=self, 1=x, 2=drop_path_rate (a Python float), 3=train
-    block = nn.remat(SwinBlock, static_argnums=(2, 3)) if self.remat else SwinBlock
+    traced_rates = self.scan and self.stochastic_depth_rate > 0  # else Python floats (static)
+    # argnums: 0=self, 1=x, 2=drop_path_rate, 3=train
+    block = (nn.remat(SwinBlock, static_argnums=(3,) if traced_rates else (2, 3))
+             if self.remat else SwinBlock)
     layer = 0
     for i, (depth, heads, (res, window)) in enumerate(zip(self.depths, self.num_heads, geometry)):
       if i:
         x = PatchMerging(self.norm_type, self.layer_norm_epsilon, dtype=dtype,
                          param_dtype=param_dtype, name=f'layers_{i}_downsample')(x)
-      for j in range(depth):
-        shift = window // 2 if j % 2 and res > window else 0
-        x = block(heads, window, shift, self.mlp_ratio, spec, spec.layers[layer],
-                      self.layer_norm_epsilon, dtype=dtype, param_dtype=param_dtype,
-                      name=f'layers_{i}_blocks_{j}')(x, float(rates[layer]), train)
-        layer += 1
+      shifts = [window // 2 if j % 2 and res > window else 0 for j in range(depth)]
+      kwargs = dict(num_heads=heads, window=window, mlp_ratio=self.mlp_ratio, norm_spec=spec,
+                    block=spec.layers[layer], layer_norm_epsilon=self.layer_norm_epsilon,
+                    dtype=dtype, param_dtype=param_dtype)
+      if self.scan:  # one compiled step per (plain, shifted) pair, or per block without shifts
+        period = 2 if any(shifts) else 1
+        stage_rates = rates[layer:layer + depth].reshape(depth // period, period)
+        x, _ = nn.scan(_ScanStep, variable_axes={'params': 0, attention.DIAGNOSTICS: 0},
+                       split_rngs={'params': True, 'dropout': True},
+                       in_axes=(0 if traced_rates else nn.broadcast, nn.broadcast),
+                       length=depth // period)(
+                           block=block, shifts=tuple(shifts[:period]), kwargs=kwargs,
+                           name=f'layers_{i}_blocks')(
+                               x, jnp.asarray(stage_rates) if traced_rates else
+                               tuple(0.0 for _ in range(period)), train)
+      else:
+        for j in range(depth):
+          x = block(shift=shifts[j], **{**kwargs, 'block': spec.layers[layer + j]},
+                    name=f'layers_{i}_blocks_{j}')(x, float(rates[layer + j]), train)
+      layer += depth
     if 'final' in spec.encoder:
       x = layers.site_norm(spec, 'encoder_final', epsilon=self.layer_norm_epsilon, dtype=dtype,
                            param_dtype=param_dtype)(x)

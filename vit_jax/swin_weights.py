@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 
 from vit_jax import norms
+from vit_jax import swin
 from vit_jax.npz_layout import PretrainedError, flatten, unflatten
 
 logger = logging.getLogger(__name__)
@@ -147,7 +148,8 @@ def load_swin(path: str | Mapping[str, np.ndarray], model: Any, init_params: Any
       k: np.asarray(v, np.float32) for k, v in path.items()}
   where = repr(path) if isinstance(path, str) else 'the given state_dict'
   source, unused = to_flax_names(state, model)
-  target = flatten(init_params)
+  scanned_like = init_params if model.scan else None  # load block by block, then restack
+  target = flatten(swin.unstack_params(init_params) if model.scan else init_params)
   out, loaded, kept, mismatched = {}, [], [], []
   for name, init in target.items():
     if name.startswith('head/') and init_head != 'load':
@@ -181,6 +183,8 @@ def load_swin(path: str | Mapping[str, np.ndarray], model: Any, init_params: Any
   logger.info("Swin weights %s: loaded %d of the model's %d parameter arrays (head: %s).",
               where, len(loaded), len(target), init_head)
   out = unflatten(out)
+  if scanned_like is not None:
+    out = swin.stack_params(out, scanned_like)
   if shardings is not None:
     import jax  # pylint: disable=g-import-not-at-top
     out = jax.tree.map(

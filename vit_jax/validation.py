@@ -126,9 +126,13 @@ def _swin_problems(model: ml_collections.ConfigDict, image_size: int) -> list[st
     p.append(f'model.stochastic_depth_rate={model.stochastic_depth_rate} must be in [0, 1).')
   if model.layer_norm_epsilon <= 0:
     p.append(f'model.layer_norm_epsilon={model.layer_norm_epsilon} must be > 0.')
-  if model.scan:
-    p.append('model.scan=True is not implemented for the Swin yet; set it False (model.remat '
-             'works).')
+  if model.scan and not p:
+    try:
+      spec = norms.parse_spec(model.norm_placement, sum(depths), model.norm_type)
+      p += [f'model.scan=True: {q}; set model.scan=False.' for q in swin.scan_layout_problems(
+          depths, image_size, model.patch_size, model.window_size, spec)]
+    except ValueError:
+      pass  # reported above
   for name in ('dtype', 'param_dtype'):
     if model[name] not in DTYPES:
       p.append(f'model.{name}={model[name]!r}: expected one of {DTYPES}.')
