@@ -1,0 +1,48 @@
+"""A CIFAR-native Swin trained from scratch on 2 CPU cores, at configs/cpu_fast.py's budget.
+
+32px CIFAR-100, patch 2 (16x16 tokens), windows of 4x4 tokens, 3 stages of 2 blocks with
+64 / 128 / 256 channels and 2 / 4 / 8 heads (maps 16x16, 8x8, 4x4; the last stage is one window
+and does not shift), MLP ratio 4, GAP head, pre-LN (Swin V1). cpu_fast's recipe otherwise:
+crop + flip, label smoothing 0.1, AdamW lr 1e-3 wd 0.05, clipping 1.0, batch 128, 5% warmup then
+cosine. 2.27 M parameters; about 1.55x cpu_fast's work per image (XLA's cost analysis of the
+forward pass, 2026-12-06: 181 vs 116 MFLOP), so 4,000 steps (11.4 epochs) to stay within
+cpu_fast's hour; `--config.model.norm_placement=respost` is the Swin V2 placement.
+
+  python run.py --config=configs/swin_cpu.py --workdir=runs/swin_cpu \
+      --config.data.archive=../shared/data/cifar-100-binary-train.tar.gz
+
+Expected / runtime: not measured yet (the step count is an estimate from the FLOP ratio).
+"""
+
+from configs import common
+
+
+def get_config():
+  config = common.get_config()
+  data = config.data
+  data.image_size = 32
+  data.crop_padding = 4
+  data.flip = True
+
+  model = config.model
+  model.name = 'swin'
+  model.norm_placement = 'pre'
+  model.patch_size = 2
+  model.hidden_size = 64
+  model.stage_depths = (2, 2, 2)
+  model.stage_heads = (2, 4, 8)
+  model.window_size = 4
+  model.layer_norm_epsilon = 1e-5
+
+  config.batch_size = 128
+  config.eval_batch_size = 1000
+  config.total_steps = 4000
+  config.learning_rate = 1e-3
+  config.weight_decay = 0.05
+  config.warmup_fraction = 0.05
+  config.grad_clip_norm = 1.0
+  config.label_smoothing = 0.1
+  config.log_every = 50
+  config.eval_every = 500
+  config.checkpoint_every = 1000
+  return config
