@@ -90,3 +90,25 @@ def test_command_line_rebuilds_the_report_from_the_copies(tmp_path):
   same = subprocess.run([sys.executable, '-m', 'vit_jax.publish', study, study],
                         cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert same.returncode == 2 and 'both the study and the destination' in same.stderr
+
+
+def test_restore_lets_a_sweep_on_a_new_machine_skip_published_runs(tmp_path):
+  """runs/ is lost with the machine: the published files, copied back, make the sweep's DONE
+  check and the report see the runs as finished; a run with its own DONE is left alone."""
+  study, out = _study(tmp_path), str(tmp_path / 'published')
+  publish.publish(study, out)
+  fresh = str(tmp_path / 'new_machine' / 'study')
+  os.makedirs(os.path.join(fresh, 'pre', 'seed_1'))
+  with open(os.path.join(fresh, 'pre', 'seed_1', study_runs.DONE_FILE), 'w') as f:
+    f.write('{"seconds": 1}')
+  proc = subprocess.run([sys.executable, '-m', 'vit_jax.publish', '--restore', out, fresh],
+                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert proc.returncode == 0, proc.stderr
+  assert 'restored 4 published runs' in proc.stdout  # 5 published, pre/seed_1 had its own DONE
+  runs = {r.workdir: r.status for r in study_runs.find_runs(fresh)}
+  assert runs['pre/seed_0'] == 'finished' and runs['deepnorm/seed_0'] == 'diverged'
+  with open(os.path.join(fresh, 'pre', 'seed_1', study_runs.DONE_FILE)) as f:
+    assert f.read() == '{"seconds": 1}'
+  with open(os.path.join(fresh, 'pre', 'seed_0', study_runs.DONE_FILE)) as f:
+    assert json.load(f)['cpu'] == 'test CPU'  # the sweep compares its recorded args
+  assert os.path.exists(os.path.join(fresh, 'init', 'init_grad_norms.json'))

@@ -13,6 +13,12 @@ seconds, CPU, cores, when). Per study: sweep.json (the plan) and the init analys
 (init/init_grad_norms.json, .png). Never checkpoints, TensorBoard files or logs. A run that is
 still going, or failed, stays out until it finishes; it prints what is published and what is
 still to run, so a note can say which runs are done.
+
+The run folders (runs/, never committed) do not survive a move to another machine. `--restore`
+copies the published runs back into the study folder before a sweep resumes there, so that the
+sweep skips them (their DONE records the same command) instead of training them again:
+
+  python -m vit_jax.publish --restore docs/results/study_norms_cpu runs/study_norms_cpu
 """
 
 from __future__ import annotations
@@ -66,17 +72,47 @@ def publish(study_dir: str, out_dir: str) -> tuple[list[str], list[str]]:
   return published, pending
 
 
+def restore(published_dir: str, study_dir: str) -> list[str]:
+  """Copies each published run's files into `study_dir` where that run has no DONE yet;
+  returns the restored workdirs. A run folder with its own DONE is left alone; nothing published
+  yet restores nothing."""
+  restored = []
+  if not os.path.isdir(published_dir):
+    return restored
+  for run in study_runs.find_runs(published_dir):
+    if os.path.exists(os.path.join(study_dir, run.workdir, study_runs.DONE_FILE)):
+      continue
+    for name in RUN_FILES:
+      _copy(os.path.join(published_dir, run.workdir, name),
+            os.path.join(study_dir, run.workdir, name))
+    restored.append(run.workdir)
+  for name in STUDY_FILES[1:]:  # the init analysis (the sweep writes its own sweep.json)
+    if not os.path.exists(os.path.join(study_dir, name)):
+      _copy(os.path.join(published_dir, name), os.path.join(study_dir, name))
+  return restored
+
+
 def main(argv: Sequence[str]) -> int:
   usage = ('usage: python -m vit_jax.publish STUDY_DIR OUT_DIR [--baseline=pre] [--alpha=0.05]\n'
+           '       python -m vit_jax.publish --restore OUT_DIR STUDY_DIR\n'
            '  e.g. python -m vit_jax.publish runs/study_norms_cpu docs/results/study_norms_cpu '
            '--baseline=pre')
   args = [a for a in argv[1:] if not a.startswith('--')]
   options = dict(a[2:].split('=', 1) for a in argv[1:] if a.startswith('--') and '=' in a)
   unknown = [a for a in argv[1:] if a.startswith('--') and a[2:].split('=', 1)[0] not in
-             ('baseline', 'alpha')]
+             ('baseline', 'alpha', 'restore')]
   if len(args) != 2 or unknown:
     print(usage, file=sys.stderr)
     return 2
+  if '--restore' in argv[1:]:
+    published_dir, study_dir = args
+    try:
+      restored = restore(published_dir, study_dir)
+    except FileNotFoundError as e:
+      print(f'error: {e}', file=sys.stderr)
+      return 2
+    print(f'restored {len(restored)} published runs into {study_dir}: a sweep there skips them')
+    return 0
   study_dir, out_dir = args
   try:
     published, pending = publish(study_dir, out_dir)

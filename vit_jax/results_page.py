@@ -37,6 +37,9 @@ NO_SHRINK_RATIO = 0.75      # "does not shrink": the deep model keeps >= 75% of 
 
 COMMANDS = '''```bash
 ARCHIVE=--config.data.archive=../shared/data/cifar-100-binary-train.tar.gz
+# on a new machine (runs/ is not in git): put the published runs back, so the sweeps skip them
+python -m vit_jax.publish --restore docs/results/study_norms_cpu runs/study_norms_cpu
+python -m vit_jax.publish --restore docs/results/study_stability_cpu runs/study_stability_cpu
 # 1. gradient norms at init: every preset at depths 6/12/24/48, width 128 (a few minutes)
 python -m vit_jax.init_analysis --config=configs/study_norms_cpu.py --out=runs/study_norms_cpu/init \\
     --placements=$(python -c "from vit_jax import norms; print(','.join(norms.NORM_PRESETS))") \\
