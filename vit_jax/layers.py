@@ -57,6 +57,11 @@ def site_norm(spec: norms.NormSpec, site: str, *, epsilon: float, dtype: Any,
                    param_dtype=param_dtype)
 
 
+def rms(x: jax.Array) -> jax.Array:
+  """Root mean square over every element, in float32 (the diagnostics' branch and stream RMS)."""
+  return jnp.sqrt(jnp.mean(jnp.square(x.astype(jnp.float32))))
+
+
 def scaled_init(gain: float):
   """xavier_uniform times `gain` (the bits of xavier_uniform itself when gain == 1)."""
   base = nn.initializers.xavier_uniform()

@@ -218,7 +218,7 @@ class Encoder1DBlock(nn.Module):
         y = y * gamma.astype(y.dtype)
       y = layers.DropPath()(y, drop_path_rate, deterministic=not train)
       if diagnose:  # what the sublayer adds to the stream
-        self.sow(attention.DIAGNOSTICS, f'{sub}_branch_rms', _rms(y))
+        self.sow(attention.DIAGNOSTICS, f'{sub}_branch_rms', layers.rms(y))
       if d is not None:
         d = d + y
       x = (spec.alpha * x if spec.alpha != 1 else x) + y
@@ -227,12 +227,8 @@ class Encoder1DBlock(nn.Module):
       if 'res' in positions:
         x = norm(f'{sub}_res')(x)
     if diagnose:
-      self.sow(attention.DIAGNOSTICS, 'stream_rms', _rms(x))  # the residual stream it leaves
+      self.sow(attention.DIAGNOSTICS, 'stream_rms', layers.rms(x))  # the residual stream it leaves
     return x if d is None else (x, d)
-
-
-def _rms(x: Array) -> Array:
-  return jnp.sqrt(jnp.mean(jnp.square(x.astype(jnp.float32))))
 
 
 class _ScannedBlock(Encoder1DBlock):

@@ -87,6 +87,15 @@ def unflatten(flat: Mapping[str, Any]) -> dict:
   return tree
 
 
+def place(tree: Any, shardings: Any) -> Any:
+  """Host arrays -> global jax Arrays with `shardings` (a like tree); each process supplies
+  only its shards (`jax.make_array_from_callback`), so it also works on several hosts."""
+  import jax  # pylint: disable=g-import-not-at-top
+  return jax.tree.map(
+      lambda x, s: jax.make_array_from_callback(x.shape, s, lambda index: x[index]),
+      tree, shardings)
+
+
 def unstack_scanned(flat: dict[str, np.ndarray]
                     ) -> tuple[dict[str, np.ndarray], list[tuple[int, int]] | None]:
   """Scanned blocks -> 'Transformer/encoderblock_{i}/X'; returns their (first, end) layer

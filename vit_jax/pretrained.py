@@ -188,10 +188,7 @@ def load_pretrained(path: str | Mapping[str, np.ndarray], init_params: Any, *,
     out = npz_layout.stack_scanned(out, scanned_layers)
   out = npz_layout.unflatten(out)
   if shardings is not None:
-    import jax  # pylint: disable=g-import-not-at-top
-    out = jax.tree.map(
-        lambda x, s: jax.make_array_from_callback(x.shape, s, lambda index: x[index]),
-        out, shardings)
+    out = npz_layout.place(out, shardings)
   return out
 
 

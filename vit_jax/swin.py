@@ -240,17 +240,13 @@ class SwinBlock(nn.Module):
                            (c,), self.param_dtype).astype(y.dtype)
       y = layers.DropPath()(y, drop_path_rate, deterministic=not train)
       if diagnose:  # what the sublayer adds to the stream
-        self.sow(attention.DIAGNOSTICS, f'{sub}_branch_rms', _rms(y))
+        self.sow(attention.DIAGNOSTICS, f'{sub}_branch_rms', layers.rms(y))
       x = (spec.alpha * x if spec.alpha != 1 else x) + y
       if 'res' in positions:
         x = norm(f'{sub}_res')(x)
     if diagnose:
-      self.sow(attention.DIAGNOSTICS, 'stream_rms', _rms(x))
+      self.sow(attention.DIAGNOSTICS, 'stream_rms', layers.rms(x))
     return x
-
-
-def _rms(x: Array) -> Array:
-  return jnp.sqrt(jnp.mean(jnp.square(x.astype(jnp.float32))))
 
 
 class PatchMerging(nn.Module):

@@ -36,7 +36,7 @@ import numpy as np
 
 from vit_jax import norms
 from vit_jax import swin
-from vit_jax.npz_layout import PretrainedError, flatten, unflatten
+from vit_jax.npz_layout import PretrainedError, flatten, place, unflatten
 
 logger = logging.getLogger(__name__)
 
@@ -186,8 +186,5 @@ def load_swin(path: str | Mapping[str, np.ndarray], model: Any, init_params: Any
   if scanned_like is not None:
     out = swin.stack_params(out, scanned_like)
   if shardings is not None:
-    import jax  # pylint: disable=g-import-not-at-top
-    out = jax.tree.map(
-        lambda x, s: jax.make_array_from_callback(x.shape, s, lambda index: x[index]),
-        out, shardings)
+    out = place(out, shardings)
   return out
