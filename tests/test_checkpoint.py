@@ -140,6 +140,33 @@ def test_signal_checkpoints_and_resumes_exactly(archive, reference, tmp_path, mo
   assert_trees_equal(final_params(workdir)[1], final_params(reference)[1])
 
 
+def test_signal_landing_late_in_a_step_still_checkpoints_that_step(archive, reference, tmp_path,
+                                                                   monkeypatch):
+  """A signal's Python handler runs when the blocking call it interrupted returns, which can be
+  the train line's device->host copy, after the step decided whether to save. The run must
+  still checkpoint the step it stops at (it once stopped there unsaved, losing up to
+  checkpoint_every steps)."""
+  workdir = str(tmp_path / 'late_signal')
+  config = tiny_config(archive, checkpoint_every=1000)
+  real_check = train.divergence.check
+  calls = []
+
+  def check_then_signal(*args, **kwargs):  # runs during the copy at the train line of step 2
+    calls.append(1)
+    if len(calls) == 1:
+      os.kill(os.getpid(), signal.SIGTERM)
+    return real_check(*args, **kwargs)
+
+  monkeypatch.setattr(train.divergence, 'check', check_then_signal)
+  result = train.train_and_evaluate(config, workdir)
+  assert result['step'] in (2, 3)  # this step, or the next when the handler runs after the check
+  steps = sorted(int(os.path.basename(p)) for p in glob.glob(f'{workdir}/checkpoints/*'))
+  assert steps == [result['step']], 'the step the run stopped at must be checkpointed'
+  monkeypatch.undo()
+  train.train_and_evaluate(config, workdir)
+  assert_trees_equal(final_params(workdir)[1], final_params(reference)[1])
+
+
 def test_keeps_latest_and_best(archive, tmp_path, monkeypatch):
   """keep_checkpoints=2 keeps the two newest plus the best by val top-1, here an older one."""
   scripted_top1 = iter([0.25, 0.75, 0.5, 0.125])  # the evals at steps 2, 4, 6, 8

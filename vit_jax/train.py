@@ -23,6 +23,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vit_jax import checkpoint
@@ -255,14 +256,35 @@ def evaluate(eval_fn: Callable, params: Any, batches: Iterator[dict]) -> dict[st
 
 
 class _StopRequest:
-  """Remembers a SIGTERM/SIGINT so the loop can checkpoint and exit at a step boundary."""
+  """A SIGTERM/SIGINT, turned into a stop at a step boundary that every process agrees on.
+
+  One process: the handler records the signal and the loop checkpoints and exits at the next
+  step. Several processes must stop at the same step, or the ones still stepping wait forever in
+  a collective: there JAX's preemption service (started by jax.distributed.initialize) catches a
+  SIGTERM on any process and agrees the step through the coordinator, without a device
+  collective; a SIGINT (Ctrl-C) is handed to it as a SIGTERM to this process.
+  """
 
   def __init__(self):
     self.signal = None
     self._previous = {}
+    self._several_processes = jax.process_count() > 1
+
+  @property
+  def reason(self) -> str:
+    if self._several_processes:
+      return 'a preemption notice (SIGTERM to a process) agreed by all processes'
+    return 'signal ' + signal.Signals(self.signal).name if self.signal else 'signal'
+
+  def requested(self, step: int) -> bool:
+    """Whether to checkpoint and stop after `step`; the same answer on every process."""
+    if self._several_processes:
+      return multihost_utils.reached_preemption_sync_point(step)
+    return self.signal is not None
 
   def __enter__(self):
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    signals = (signal.SIGINT,) if self._several_processes else (signal.SIGTERM, signal.SIGINT)
+    for sig in signals:
       try:
         self._previous[sig] = signal.signal(sig, self._handle)
       except ValueError:  # not the main thread (e.g. inside a notebook worker): no handler
@@ -272,8 +294,10 @@ class _StopRequest:
   def _handle(self, signum, frame):
     del frame
     logger.warning('Received %s: will checkpoint and stop after this step.',
-                    signal.Signals(signum).name)
+                   signal.Signals(signum).name)
     self.signal = signum
+    if self._several_processes:
+      os.kill(os.getpid(), signal.SIGTERM)  # to JAX's preemption notifier
 
   def __exit__(self, *exc):
     for sig, handler in self._previous.items():
@@ -425,7 +449,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           log.write_diagnostics(step, jax.device_get(diagnose(state, batch)))
         write_train_line = step % config.log_every == 0 or last
         run_eval = has_val and (step % eval_every == 0 or last)
-        save = step % config.checkpoint_every == 0 or last or stop.signal is not None
+        # Read once: a signal whose handler runs later in this step stops the loop at the next.
+        stopping = stop.requested(step)
+        save = step % config.checkpoint_every == 0 or last or stopping
 
         # ---------------------------------------------------------------- check and log
         # The only device -> host copy of the loop; a NaN stops it before any eval or save.
@@ -464,8 +490,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if save:
           val_rank = {checkpoint.BEST_METRIC: last_val['top1']} if run_eval else None
           checkpoint.save(manager, step, state, val_rank)
-        if stop.signal is not None:
-          logger.warning('Stopped by signal at step %d; rerun the same command to resume.', step)
+        if stopping:
+          logger.warning('Stopped by %s at step %d; rerun the same command to resume.',
+                         stop.reason, step)
           break
   finally:
     manager.wait_until_finished()
