@@ -83,6 +83,8 @@ def _exit_now(code: int) -> None:
   manager waited for its saves, the logs are closed), but tearing down tf.data's iterators waits
   for their autotuning thread, which sleeps out its optimisation period first (up to a minute;
   27 s measured after a SIGTERM at step 250 of cpu_quick): a preempted job must exit at once."""
+  from vit_jax import distributed  # pylint: disable=g-import-not-at-top  (imported by now)
+  distributed.shutdown()  # with several processes: leave together (process 0 is the coordinator)
   sys.stdout.flush()
   sys.stderr.flush()
   std_logging.shutdown()

@@ -129,7 +129,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.checkpoint_every = 1000     # steps; a checkpoint is also written at the end
   config.keep_checkpoints = 3        # latest K kept, plus the best by val top-1
   config.async_checkpoints = True
-  config.distributed = False         # call jax.distributed.initialize() (multi-host)
+
+  # Several processes (hosts, or groups of devices) as one run: vit_jax/distributed.py.
+  config.distributed = ml_collections.ConfigDict()
+  config.distributed.enabled = False  # call jax.distributed.initialize() before anything else
+  config.distributed.coordinator_address = ''  # 'host:port' of process 0; '' = $JAX_COORDINATOR_ADDRESS, else auto-detect (TPU, SLURM)
+  config.distributed.num_processes = 0  # 0 = $JAX_NUM_PROCESSES, else auto-detect
+  config.distributed.process_id = -1  # -1 = $JAX_PROCESS_ID, else auto-detect
+  config.distributed.heartbeat_timeout_seconds = 100  # a process silent this long is dead: the others exit
+  config.distributed.initialization_timeout_seconds = 300  # how long to wait for every process to join
   return config
 
 

@@ -5,6 +5,8 @@ import json
 import os
 import shutil
 import signal
+import threading
+import time
 
 import jax
 import numpy as np
@@ -165,6 +167,34 @@ def test_signal_landing_late_in_a_step_still_checkpoints_that_step(archive, refe
   monkeypatch.undo()
   train.train_and_evaluate(config, workdir)
   assert_trees_equal(final_params(workdir)[1], final_params(reference)[1])
+
+
+def test_train_iterator_is_torn_down_off_the_main_thread(archive, tmp_path, monkeypatch):
+  """Tearing down a long-running tf.data iterator waits for its autotuning thread (up to a
+  minute): the trainer must leave that to another thread so a preempted job exits at once."""
+  torn_down_on = []
+
+  class Watched:
+    def __init__(self, inner):
+      self.inner = inner
+
+    def __iter__(self):
+      return self
+
+    def __next__(self):
+      return next(self.inner)
+
+    def __del__(self):
+      torn_down_on.append(threading.current_thread() is threading.main_thread())
+
+  original = data.create_train_iterator
+  monkeypatch.setattr(data, 'create_train_iterator', lambda *a, **k: Watched(original(*a, **k)))
+  train.train_and_evaluate(tiny_config(archive, total_steps=4), str(tmp_path / 'run'))
+  for _ in range(100):  # the release thread runs at once; give it up to 10 s
+    if torn_down_on:
+      break
+    time.sleep(0.1)
+  assert torn_down_on == [False]
 
 
 def test_keeps_latest_and_best(archive, tmp_path, monkeypatch):
@@ -354,7 +384,7 @@ def test_distributed_initialize_comes_before_any_backend_use(archive, monkeypatc
   """jax.distributed.initialize must run before JAX touches a backend, which resolving the
   'auto' hardware fields does (jax.default_backend())."""
   order = []
-  monkeypatch.setattr(jax.distributed, 'initialize', lambda: order.append('initialize'))
+  monkeypatch.setattr(jax.distributed, 'initialize', lambda **kwargs: order.append('initialize'))
   real_resolve = hardware.resolve
 
   def resolve(config, backend=None):
@@ -362,6 +392,8 @@ def test_distributed_initialize_comes_before_any_backend_use(archive, monkeypatc
     return real_resolve(config, backend)
 
   monkeypatch.setattr(hardware, 'resolve', resolve)
-  config, _, _ = train._setup(tiny_config(archive, distributed=True))  # pylint: disable=protected-access
+  config = tiny_config(archive)
+  config.distributed.enabled = True
+  config, _, _ = train._setup(config)  # pylint: disable=protected-access
   assert order == ['initialize', 'resolve']
   assert config.host_malloc != 'auto' and config.concurrent_microbatches >= 1

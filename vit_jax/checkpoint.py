@@ -14,6 +14,7 @@ from typing import Any
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 from orbax.checkpoint import checkpoint_managers
 
 BEST_METRIC = 'val_top1'
@@ -180,8 +181,12 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any, step: int | Non
   """
   manager.reload()
 
+  # With several processes only process 0 moves folders (they share the workdir); the others
+  # find the same steps unreadable and skip them alike.
+  move = set_aside_unreadable and jax.process_index() == 0
+
   def report_unreadable(bad_step: int, why: str) -> None:
-    if set_aside_unreadable:
+    if move:
       moved = set_aside(manager, bad_step)
       logger.warning('Checkpoint step %d in %s is unreadable (%s); moved it to %s for inspection '
                      'and trying the previous one. The run writes step %d again when it gets '
@@ -210,6 +215,8 @@ def restore(manager: ocp.CheckpointManager, abstract_state: Any, step: int | Non
       reason = str(e).split('. See full', 1)[0].splitlines()[0][:300] if str(e) else ''
       report_unreadable(candidate, f'{type(e).__name__}: {reason}')
   if set_aside_unreadable:
+    if jax.process_count() > 1:
+      multihost_utils.sync_global_devices('vit_jax.checkpoint.restore: unreadable steps moved')
     manager.reload()  # forget the steps moved away, so that `save` writes them again
   return result
 

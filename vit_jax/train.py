@@ -4,15 +4,12 @@ This file glues the others: `models` (the network), `data` (host batches),
 `optim` (the optax chain) and `checkpoint` (orbax). Parallelism is one `jax.jit` over a
 1-D `jax.sharding.Mesh` named `data`: parameters are replicated, batches are sharded along
 their leading axis, and XLA inserts the gradient all-reduce. The same code runs on one CPU,
-8 forced CPU devices, a GPU, a TPU slice and several hosts (`config.distributed`).
+8 forced CPU devices, a GPU, a TPU slice and several hosts (`config.distributed`, vit_jax/distributed.py).
 """
 
 import functools
-import json
 import logging
-import math
 import os
-import signal
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -23,17 +20,18 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from vit_jax import checkpoint
 from vit_jax import data
 from vit_jax import diagnostics
+from vit_jax import distributed
 from vit_jax import divergence
 from vit_jax import hardware
 from vit_jax import logs
 from vit_jax import models
 from vit_jax import optim
+from vit_jax import preemption
 from vit_jax import pretrained
 from vit_jax import swin
 from vit_jax import swin_weights
@@ -255,55 +253,6 @@ def evaluate(eval_fn: Callable, params: Any, batches: Iterator[dict]) -> dict[st
 # ----------------------------------------------------------------------------- bookkeeping
 
 
-class _StopRequest:
-  """A SIGTERM/SIGINT, turned into a stop at a step boundary that every process agrees on.
-
-  One process: the handler records the signal and the loop checkpoints and exits at the next
-  step. Several processes must stop at the same step, or the ones still stepping wait forever in
-  a collective: there JAX's preemption service (started by jax.distributed.initialize) catches a
-  SIGTERM on any process and agrees the step through the coordinator, without a device
-  collective; a SIGINT (Ctrl-C) is handed to it as a SIGTERM to this process.
-  """
-
-  def __init__(self):
-    self.signal = None
-    self._previous = {}
-    self._several_processes = jax.process_count() > 1
-
-  @property
-  def reason(self) -> str:
-    if self._several_processes:
-      return 'a preemption notice (SIGTERM to a process) agreed by all processes'
-    return 'signal ' + signal.Signals(self.signal).name if self.signal else 'signal'
-
-  def requested(self, step: int) -> bool:
-    """Whether to checkpoint and stop after `step`; the same answer on every process."""
-    if self._several_processes:
-      return multihost_utils.reached_preemption_sync_point(step)
-    return self.signal is not None
-
-  def __enter__(self):
-    signals = (signal.SIGINT,) if self._several_processes else (signal.SIGTERM, signal.SIGINT)
-    for sig in signals:
-      try:
-        self._previous[sig] = signal.signal(sig, self._handle)
-      except ValueError:  # not the main thread (e.g. inside a notebook worker): no handler
-        pass
-    return self
-
-  def _handle(self, signum, frame):
-    del frame
-    logger.warning('Received %s: will checkpoint and stop after this step.',
-                   signal.Signals(signum).name)
-    self.signal = signum
-    if self._several_processes:
-      os.kill(os.getpid(), signal.SIGTERM)  # to JAX's preemption notifier
-
-  def __exit__(self, *exc):
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
-
-
 def _format_eta(seconds: float) -> str:
   seconds = int(seconds)
   return f'{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}'
@@ -327,15 +276,24 @@ def evaluate_state(eval_fn: Callable, state: TrainState,
 # ----------------------------------------------------------------------------- setup
 
 
-def _setup(config: ml_collections.ConfigDict):
+def _setup(config: ml_collections.ConfigDict, workdir: str = ''):
   """The resolved config, the data and the model: everything that can fail before any compile.
 
   `jax.distributed.initialize` comes first: it must run before anything touches a JAX backend,
-  which resolving the 'auto' hardware fields does.
+  which resolving the 'auto' hardware fields does. With several processes, each one's config
+  (and workdir) must be process 0's.
   """
-  if config.distributed:
-    jax.distributed.initialize()
+  problems = validation.distributed_problems(config.distributed)
+  if problems:
+    raise validation.ConfigError('Invalid config:\n  - ' + '\n  - '.join(problems))
+  distributed.initialize(config.distributed)
   config = hardware.resolve(config)  # the hardware settings left at 'auto', for this backend
+  differences = distributed.check_same_run(config, workdir)
+  if differences:
+    raise validation.ConfigError(
+        'The processes of this run were started with different settings:\n  - ' +
+        '\n  - '.join(differences) + '\nStart every process with the same command (only '
+        'distributed.process_id may differ).')
   validation.validate_config(config, num_devices=jax.device_count(),
                              num_processes=jax.process_count())
   source = data.load_data(config.data)  # the one read of the data; passed to every iterator
@@ -367,7 +325,7 @@ def _eval_batches(config, split: str, source, mesh) -> Callable[[], Iterator[dic
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Trains `config` in `workdir`, resuming from its newest checkpoint; returns final metrics."""
   # ---------------------------------------------------------------- setup
-  config, source, model = _setup(config)
+  config, source, model = _setup(config, workdir)
   info = source.info
   os.makedirs(workdir, exist_ok=True)
   if jax.process_index() == 0:
@@ -436,7 +394,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   t_start = window_start = time.time()
   window_step, window_eval_seconds = start_step, 0.0   # the current train line's window
   try:
-    with _StopRequest() as stop:
+    with preemption.StopRequest() as stop:
       while step < total_steps:
         batch = next(batches)
         if diagnose and step % config.diagnostics_every == 0:  # before the update it describes
@@ -495,6 +453,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
                          stop.reason, step)
           break
   finally:
+    last_reference, batches = [batches], None  # its teardown can take a minute: off this thread
+    data.release_in_background(last_reference)
     manager.wait_until_finished()
     manager.close()
     log.close()
@@ -512,7 +472,7 @@ def restore_for_eval(config: ml_collections.ConfigDict, workdir: str, checkpoint
   configured model's TrainState on this host's mesh: (state, step, model, source, mesh).
   Used by --mode=eval and by the study's figures."""
   if source is None:
-    config, source, model = _setup(config)
+    config, source, model = _setup(config, workdir)
   else:  # the caller loaded the data of a validated config
     config = hardware.resolve(config)
     model = models.create_model(config.model, source.info.num_classes)

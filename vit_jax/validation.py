@@ -329,6 +329,30 @@ def _host_problems(config: ml_collections.ConfigDict, num_devices: int,
   return p
 
 
+def distributed_problems(dist: ml_collections.ConfigDict) -> list[str]:
+  """`config.distributed`, checked before jax.distributed.initialize (which would wait for
+  the other processes for initialization_timeout_seconds before failing)."""
+  p = []
+  set_fields = [f for f, unset in (('coordinator_address', ''), ('num_processes', 0),
+                                   ('process_id', -1)) if dist[f] != unset]
+  if set_fields and not dist.enabled:
+    p.append(f'distributed.{set_fields[0]} is set but distributed.enabled=False; add '
+             '--config.distributed.enabled=True to run as several processes.')
+  if dist.num_processes < 0:
+    p.append(f'distributed.num_processes={dist.num_processes} must be >= 1 (0 = from '
+             '$JAX_NUM_PROCESSES or the cluster).')
+  if dist.process_id < -1 or (dist.num_processes and dist.process_id >= dist.num_processes):
+    p.append(f'distributed.process_id={dist.process_id} must be in [0, num_processes) (-1 = from '
+             '$JAX_PROCESS_ID or the cluster).')
+  if dist.coordinator_address and ':' not in dist.coordinator_address:
+    p.append(f'distributed.coordinator_address={dist.coordinator_address!r} must be '
+             '"host:port" (process 0\'s address and a free port).')
+  for name in ('heartbeat_timeout_seconds', 'initialization_timeout_seconds'):
+    if dist[name] <= 0:
+      p.append(f'distributed.{name}={dist[name]} must be positive.')
+  return p
+
+
 # ----------------------------------------------------------------------------- the one pass
 
 
@@ -340,6 +364,7 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1,
   problems += _training_problems(config)
   problems += _checkpoint_problems(config)
   problems += _host_problems(config, num_devices, num_processes)
+  problems += distributed_problems(config.distributed)
   if problems:
     raise ConfigError('Invalid config:\n  - ' + '\n  - '.join(problems))
 

@@ -29,11 +29,12 @@ the host layout, so an example is augmented the same way whichever source it com
 from vit_jax.data.cifar import read_cifar_archive
 from vit_jax.data.core import DatasetError, DatasetInfo, DataSource, Split
 from vit_jax.data.iterators import create_eval_iterator, create_train_iterator
+from vit_jax.data.iterators import release_in_background
 from vit_jax.data.source import MemorySource, get_dataset_info, load_data, num_examples
 from vit_jax.data.stream import TfdsStream
 
 __all__ = [
     'DataSource', 'DatasetError', 'DatasetInfo', 'MemorySource', 'Split', 'TfdsStream',
     'create_eval_iterator', 'create_train_iterator', 'get_dataset_info', 'load_data',
-    'num_examples', 'read_cifar_archive',
+    'num_examples', 'read_cifar_archive', 'release_in_background',
 ]
