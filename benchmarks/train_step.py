@@ -6,7 +6,8 @@
 
 Prints one table row per (config, dtype, mode): our images/sec (best step of `--steps` after
 `--warmup` untimed steps), model FLOPs utilisation, estimated peak device memory, compile time,
-then each peer's images/sec on the same shapes and our/peer ratio. Everything runs in this one
+the minimal step of the same model (benchmarks/reference_step.py; `--reference=0` skips it) and
+ours/minimal, then each peer's images/sec on the same shapes and our/peer ratio. Everything runs in this one
 invocation on whatever device JAX sees (CPU here; GPU/TPU when present); the peers run in
 subprocesses (`benchmarks/peers.py`), one per row, so their thread pools do not share a process
 with XLA's.
@@ -226,6 +227,7 @@ class Result:
   memory_bytes: float
   memory_kind: str
   xla_flops: float
+  reference_img_per_sec: float = float('nan')  # the minimal step of the same model
 
 
 @dataclasses.dataclass
@@ -304,17 +306,27 @@ def run_steps(c: Compiled, steps: int, warmup: int) -> tuple[list[float], list[f
   return times, cpus
 
 
-def time_ours(config, batch_size: int, steps: int, warmup: int) -> Result:
+def time_ours(config, batch_size: int, steps: int, warmup: int, reference: bool = False) -> Result:
+  """Our step; with `reference`, also the minimal step of the same model (reference_step.py),
+  in alternating rounds (ours, reference, ours, reference) so that drift hits both alike."""
   import jax  # pylint: disable=g-import-not-at-top
+  import reference_step  # pylint: disable=g-import-not-at-top  (benchmarks/reference_step.py)
   c = compile_ours(config, batch_size)
-  times, cpus = run_steps(c, steps, warmup)
+  ref = reference_step.compile_reference(c.model, c.state.params, c.batch) if reference else None
+  times, cpus, ref_times = [], [], []
+  for _ in range(2 if reference else 1):
+    round_times, round_cpus = run_steps(c, steps, warmup)
+    times, cpus = times + round_times, cpus + round_cpus
+    if ref:
+      round_times, state = reference_step.run_reference(ref[0], ref[1], c.batch, steps, warmup)
+      ref, ref_times = (ref[0], state, ref[2]), ref_times + round_times
   stats = jax.devices()[0].memory_stats()
   if stats and 'peak_bytes_in_use' in stats:
     memory, kind = float(stats['peak_bytes_in_use']), 'peak'
   else:
     memory, kind = c.memory_estimate, 'est'
   return Result(batch_size / min(times), times, min(cpus) / batch_size, c.compile_s, memory, kind,
-                c.xla_flops)
+                c.xla_flops, batch_size / min(ref_times) if ref_times else float('nan'))
 
 
 # ----------------------------------------------------------------------------- peers
@@ -363,6 +375,9 @@ def main(argv=None) -> int:
   parser.add_argument('--modes', default='default', help=f'comma-separated: {", ".join(MODES)}')
   parser.add_argument('--set', action='append', default=[],
                       help='config override for every row, e.g. --set=model.attention_impl=xla')
+  parser.add_argument('--reference', type=int, default=1,
+                      help='1: also time the minimal step of each row\'s model '
+                      '(benchmarks/reference_step.py) and print ours/reference; 0: skip it')
   parser.add_argument('--peer_timeout', type=float, default=900.0)
   parser.add_argument('--host_malloc', choices=host.MALLOC_MODES, default='default',
                       help="re-execute with these glibc malloc tunables, as run.py's config.host_malloc "
@@ -406,7 +421,7 @@ def main(argv=None) -> int:
         shape = model_shape(config)
         flops = 3 * model_flops_per_example(shape) * batch
         try:
-          r = time_ours(config, batch, args.steps, args.warmup)
+          r = time_ours(config, batch, args.steps, args.warmup, reference=bool(args.reference))
         except Exception as e:  # pylint: disable=broad-except
           print(f'{name} {mode} {dtype}: FAILED {type(e).__name__}: {e}', flush=True)
           continue
@@ -414,11 +429,14 @@ def main(argv=None) -> int:
         row = dict(config=name, mode=mode, dtype=dtype, batch=batch, ours=r.img_per_sec,
                    mfu=flops / step_s / peaks[dtype], tflops=flops / step_s / 1e12,
                    cpu_ms=1e3 * r.cpu_per_img, memory=f'{fmt_bytes(r.memory_bytes)} ({r.memory_kind})',
-                   compile_s=r.compile_s, model_gflop=flops / 1e9, xla_gflop=r.xla_flops / 1e9)
+                   compile_s=r.compile_s, model_gflop=flops / 1e9, xla_gflop=r.xla_flops / 1e9,
+                   reference=r.reference_img_per_sec)
         print(f'{name} {mode} {dtype} batch {batch}: {r.img_per_sec:.1f} img/s (steps '
               f'{", ".join(f"{t:.3f}" for t in r.step_times)} s), {row["cpu_ms"]:.1f} CPU-ms/img, '
               f'MFU {100 * row["mfu"]:.1f}%, '
-              f'{row["memory"]}, compile {r.compile_s:.1f} s', flush=True)
+              f'{row["memory"]}, compile {r.compile_s:.1f} s' + (
+                  f'; minimal step {row["reference"]:.1f} img/s, ours/minimal '
+                  f'{r.img_per_sec / row["reference"]:.2f}' if args.reference else ''), flush=True)
         for peer in peers:
           res = time_peer(peer, peer_spec(shape), batch, dtype, args.steps, args.warmup,
                           args.peer_timeout)
@@ -430,6 +448,9 @@ def main(argv=None) -> int:
   head = ('| config | mode | dtype | batch | ours img/s | MFU | model GFLOP/step (XLA) | '
           'CPU ms/img | peak memory | compile s |')
   sep = '|---|---|---|---|---|---|---|---|---|---|'
+  if args.reference:
+    head += ' minimal step img/s | ours/minimal |'
+    sep += '---|---|'
   for peer in peers:
     head += f' {peer} img/s | ours/{peer} |'
     sep += '---|---|'
@@ -440,6 +461,8 @@ def main(argv=None) -> int:
             f'{row["ours"]:.1f} | {100 * row["mfu"]:.1f}% | {row["model_gflop"]:.1f} '
             f'({row["xla_gflop"]:.1f}) | {row["cpu_ms"]:.1f} | {row["memory"]} | '
             f'{row["compile_s"]:.0f} |')
+    if args.reference:
+      line += f' {row["reference"]:.1f} | {row["ours"] / row["reference"]:.2f} |'
     for peer in peers:
       res = row.get(peer, {})
       if 'img_per_sec' in res:

@@ -60,3 +60,42 @@ def test_presets_benchmark_writes_ratios_to_pre(tmp_path, capsys):
   assert result['presets']['dyt']['cpu_ratio'][0] > 0
   with pytest.raises(SystemExit):
     norm_presets.main(['--presets', 'prenorm'])
+
+
+# ----------------------------------------------------------------------------- the minimal step
+
+
+def test_minimal_step_computes_our_step_s_loss_and_leaves_our_params_alone():
+  """The yardstick of benchmarks/train_step.py's ours/minimal ratio computes the same function:
+  on the same model, params and batch, its first loss is our step's first loss."""
+  import jax  # pylint: disable=g-import-not-at-top
+  import numpy as np  # pylint: disable=g-import-not-at-top
+  import reference_step  # pylint: disable=g-import-not-at-top
+  import train_step  # pylint: disable=g-import-not-at-top
+  config = train_step.load_config('cpu_quick')
+  config.model.update(hidden_size=32, num_layers=1, num_heads=2, mlp_dim=64)
+  ours = train_step.compile_ours(config, 16)
+  before = jax.tree.map(np.asarray, ours.state.params)
+  minimal, state, _ = reference_step.compile_reference(ours.model, ours.state.params, ours.batch)
+  params, opt_state, loss = minimal(*state, ours.batch['image'], ours.batch['label'])
+  jax.tree.map(np.testing.assert_array_equal, before, jax.tree.map(np.asarray, ours.state.params))
+  _, metrics = ours.step(ours.state, ours.batch)
+  np.testing.assert_allclose(float(loss), float(metrics['loss']), rtol=1e-6)
+  assert any(np.any(a != b) for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(before)))
+  times, _ = reference_step.run_reference(minimal, (params, opt_state), ours.batch, steps=2, warmup=1)
+  assert len(times) == 2 and all(t > 0 for t in times)
+
+
+def test_profile_groups_ops_by_their_jax_source():
+  import step_profile  # pylint: disable=g-import-not-at-top
+  hlo = ('  %fusion.3 = f32[8]{0} fusion(%p), kind=kLoop, metadata={op_name="jit(train_step)/'
+         'transpose(jvp(VisionTransformer))/Transformer/encoderblock_0/MlpBlock_3/dot_general" '
+         'source_file="x.py"}\n'
+         '  ROOT %top_k.1 = f32[8]{0} custom-call(%q), metadata={op_name="jit(train_step)/top_k"}\n'
+         '  %copy.2 = f32[8]{0} copy(%p)\n')
+  sources = step_profile.op_sources(hlo)
+  assert set(sources) == {'fusion.3', 'top_k.1'}
+  assert step_profile.group_of(sources['fusion.3']) == \
+      'model backward: Transformer/encoderblock_0/dot_general'
+  assert step_profile.group_of(sources['top_k.1']) == 'outside the model: top_k'
+  assert step_profile.group_of(sources.get('copy.2', '')) == '(no metadata: copies, buffers)'
