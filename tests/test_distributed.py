@@ -140,11 +140,17 @@ def test_config_differences_name_each_field_and_process():
   assert lines == ["process 2: batch_size=32 (process 0: 16)", "process 2: workdir='v' (process 0: 'w')"]
 
 
-def test_distributed_config_errors_come_before_any_start_up():
+def test_distributed_config_errors_come_before_any_start_up(monkeypatch):
   from configs import common  # pylint: disable=g-import-not-at-top
   from vit_jax import validation  # pylint: disable=g-import-not-at-top
   dist = common.get_config().distributed
   assert validation.distributed_problems(dist) == []
+  monkeypatch.setenv(distributed.ENV_PROCESS_ID, 'first')
+  dist.enabled = True
+  assert validation.distributed_problems(dist) == [
+      "$JAX_PROCESS_ID='first' must be an integer (or unset)."]
+  monkeypatch.delenv(distributed.ENV_PROCESS_ID)
+  dist.enabled = False
   dist.update(num_processes=2, process_id=2, coordinator_address='nohost',
               heartbeat_timeout_seconds=0)
   problems = '\n'.join(validation.distributed_problems(dist))

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 
 import ml_collections
 
+from vit_jax import distributed
 from vit_jax import hardware
 from vit_jax import host
 from vit_jax import models
@@ -350,6 +351,11 @@ def distributed_problems(dist: ml_collections.ConfigDict) -> list[str]:
   for name in ('heartbeat_timeout_seconds', 'initialization_timeout_seconds'):
     if dist[name] <= 0:
       p.append(f'distributed.{name}={dist[name]} must be positive.')
+  if dist.enabled:
+    for name in (distributed.ENV_NUM_PROCESSES, distributed.ENV_PROCESS_ID):
+      value = os.environ.get(name, '')
+      if value and not value.lstrip('-').isdigit():
+        p.append(f'${name}={value!r} must be an integer (or unset).')
   return p
 
 
