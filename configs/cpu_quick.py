@@ -12,8 +12,8 @@ Command (offline, on the shared train split; 10% held out as validation):
   python run.py --config=configs/cpu_quick.py --workdir=runs/cpu_quick --mode=eval \
       --config.data.archive=../shared/data/cifar-100-binary-train.tar.gz --config.data.eval_split=val
 
-Expected / runtime (latest run, 2026-12-06, 2-core AMD EPYC Zen 4): val top-1 20.40% at step 1200
-(chance: 1%), 207 s of training (another job sharing the cores); the eval command reports the
+Expected / runtime (latest run, 2026-12-07, 2-core AMD EPYC Zen 4): val top-1 20.40% at step 1200
+(chance: 1%), 253 s of training (another job sharing the cores); the eval command reports the
 same 20.40% (loss 3.3108). Earlier runs: docs/benchmarks.md.
 """
 
