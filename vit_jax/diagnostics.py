@@ -73,22 +73,21 @@ def _blocks(tree: Mapping) -> list[tuple[np.ndarray, bool, Any]]:
         count = len(jax.tree.leaves(subtree)[0]) if scanned else 1
         out.append((np.arange(first, first + count), scanned, subtree))
     return out
-  stages: dict[int, list] = {}
+  stages: dict[int, list] = {}  # stage -> (k, period, count, scanned, subtree) of its blocks
   for name, subtree in tree.items():
     if m := _SWIN_BLOCK.match(name):
-      stages.setdefault(int(m.group(1)), []).append((int(m.group(2)), 1, False, subtree))
+      stages.setdefault(int(m.group(1)), []).append((int(m.group(2)), 1, 1, False, subtree))
     elif m := _SWIN_SCANNED.match(name):
       period = len(subtree)
       for k in range(period):
-        stages.setdefault(int(m.group(1)), []).append((k, period, True, subtree[f'blocks_{k}']))
+        block = subtree[f'blocks_{k}']
+        stages.setdefault(int(m.group(1)), []).append(
+            (k, period, len(jax.tree.leaves(block)[0]), True, block))
   out, first = [], 0
   for stage in sorted(stages):
-    blocks = stages[stage]
-    depth = sum(len(jax.tree.leaves(t)[0]) if scanned else 1 for _, _, scanned, t in blocks)
-    for k, period, scanned, subtree in blocks:
-      count = len(jax.tree.leaves(subtree)[0]) if scanned else 1
+    for k, period, count, scanned, subtree in stages[stage]:
       out.append((first + k + period * np.arange(count), scanned, subtree))
-    first += depth
+    first += sum(count for _, _, count, _, _ in stages[stage])
   return out
 
 

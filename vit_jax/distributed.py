@@ -31,21 +31,22 @@ ENV_PROCESS_ID = 'JAX_PROCESS_ID'
 PER_PROCESS_FIELDS = ('distributed.process_id',)
 
 
-def _env_int(name: str) -> int | None:
+def env_int(name: str) -> int | None:
+  """The integer in environment variable `name`; None when unset; ValueError when not one."""
   value = os.environ.get(name, '')
   if not value:
     return None
   try:
     return int(value)
   except ValueError:
-    raise ValueError(f'${name}={value!r} must be an integer.') from None
+    raise ValueError(f'${name}={value!r} must be an integer (or unset).') from None
 
 
 def settings(dist: ml_collections.ConfigDict) -> dict:
   """The arguments of jax.distributed.initialize: config first, then the environment; None
   leaves a value to JAX's cluster auto-detection."""
-  num_processes = dist.num_processes or _env_int(ENV_NUM_PROCESSES)
-  process_id = dist.process_id if dist.process_id >= 0 else _env_int(ENV_PROCESS_ID)
+  num_processes = dist.num_processes or env_int(ENV_NUM_PROCESSES)
+  process_id = dist.process_id if dist.process_id >= 0 else env_int(ENV_PROCESS_ID)
   return dict(coordinator_address=dist.coordinator_address or os.environ.get(ENV_COORDINATOR) or None,
               num_processes=num_processes, process_id=process_id,
               initialization_timeout=dist.initialization_timeout_seconds,

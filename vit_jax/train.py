@@ -283,9 +283,7 @@ def _setup(config: ml_collections.ConfigDict, workdir: str = ''):
   which resolving the 'auto' hardware fields does. With several processes, each one's config
   (and workdir) must be process 0's.
   """
-  problems = validation.distributed_problems(config.distributed)
-  if problems:
-    raise validation.ConfigError('Invalid config:\n  - ' + '\n  - '.join(problems))
+  validation.raise_problems(validation.distributed_problems(config.distributed))
   distributed.initialize(config.distributed)
   config = hardware.resolve(config)  # the hardware settings left at 'auto', for this backend
   differences = distributed.check_same_run(config, workdir)

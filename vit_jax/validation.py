@@ -331,8 +331,10 @@ def _host_problems(config: ml_collections.ConfigDict, num_devices: int,
 
 
 def distributed_problems(dist: ml_collections.ConfigDict) -> list[str]:
-  """`config.distributed`, checked before jax.distributed.initialize (which would wait for
-  the other processes for initialization_timeout_seconds before failing)."""
+  """`config.distributed`, checked on its own before jax.distributed.initialize (which would
+  wait for the other processes for initialization_timeout_seconds before failing): the trainer
+  raises these first (`raise_problems`), then `validate_config` the rest, which needs the
+  device and process counts that only exist after it."""
   p = []
   set_fields = [f for f, unset in (('coordinator_address', ''), ('num_processes', 0),
                                    ('process_id', -1)) if dist[f] != unset]
@@ -353,9 +355,10 @@ def distributed_problems(dist: ml_collections.ConfigDict) -> list[str]:
       p.append(f'distributed.{name}={dist[name]} must be positive.')
   if dist.enabled:
     for name in (distributed.ENV_NUM_PROCESSES, distributed.ENV_PROCESS_ID):
-      value = os.environ.get(name, '')
-      if value and not value.lstrip('-').isdigit():
-        p.append(f'${name}={value!r} must be an integer (or unset).')
+      try:
+        distributed.env_int(name)
+      except ValueError as e:
+        p.append(str(e))
   return p
 
 
@@ -370,7 +373,11 @@ def validate_config(config: ml_collections.ConfigDict, num_devices: int = 1,
   problems += _training_problems(config)
   problems += _checkpoint_problems(config)
   problems += _host_problems(config, num_devices, num_processes)
-  problems += distributed_problems(config.distributed)
+  raise_problems(problems)
+
+
+def raise_problems(problems: Sequence[str]) -> None:
+  """Raises ConfigError listing `problems`, one per line; returns when there are none."""
   if problems:
     raise ConfigError('Invalid config:\n  - ' + '\n  - '.join(problems))
 
