@@ -312,14 +312,16 @@ def time_ours(config, batch_size: int, steps: int, warmup: int, reference: bool 
   import jax  # pylint: disable=g-import-not-at-top
   import reference_step  # pylint: disable=g-import-not-at-top  (benchmarks/reference_step.py)
   c = compile_ours(config, batch_size)
-  ref = reference_step.compile_reference(c.model, c.state.params, c.batch) if reference else None
+  if reference:
+    minimal, minimal_state, _ = reference_step.compile_reference(c.model, c.state.params, c.batch)
   times, cpus, ref_times = [], [], []
   for _ in range(2 if reference else 1):
     round_times, round_cpus = run_steps(c, steps, warmup)
     times, cpus = times + round_times, cpus + round_cpus
-    if ref:
-      round_times, state = reference_step.run_reference(ref[0], ref[1], c.batch, steps, warmup)
-      ref, ref_times = (ref[0], state, ref[2]), ref_times + round_times
+    if reference:
+      round_times, minimal_state = reference_step.run_reference(minimal, minimal_state, c.batch,
+                                                                steps, warmup)
+      ref_times += round_times
   stats = jax.devices()[0].memory_stats()
   if stats and 'peak_bytes_in_use' in stats:
     memory, kind = float(stats['peak_bytes_in_use']), 'peak'
