@@ -32,6 +32,21 @@ def test_read_metrics_keeps_last_line_per_step_and_sums_resumed_wall_time(tmp_pa
   assert study_runs.train_wall_time(str(path)) == pytest.approx(20.0 + 15.0)
 
 
+def test_train_wall_time_takes_pauses_out(tmp_path):
+  path = tmp_path / 'metrics.jsonl'
+  # 10 s per 2 steps; a validation pass makes one interval 14 s (counted), a SIGSTOP makes
+  # another 600 s (counted as a median interval, 10 s); then a resume whose first line is at 8 s.
+  walls = [5.0, 15.0, 29.0, 39.0, 639.0, 649.0]
+  lines = [{'step': 2 * (i + 1), 'split': 'train', 'loss': 1.0, 'wall_time': w}
+           for i, w in enumerate(walls)]
+  lines += [{'step': 12, 'split': 'train', 'loss': 1.0, 'wall_time': 8.0},
+            {'step': 14, 'split': 'train', 'loss': 1.0, 'wall_time': 18.0}]
+  _write_lines(path, lines)
+  assert study_runs.train_wall_time(str(path)) == pytest.approx(5 + 10 + 14 + 10 + 10 + 10 + 8 + 10)
+  # without the cap the pause would count in full
+  assert study_runs.train_wall_time(str(path), pause_factor=1e9) == pytest.approx(649 + 18)
+
+
 def test_total_steps_from_epochs():
   config = {'total_steps': 0, 'num_epochs': 2.0, 'batch_size': 16}
   metrics = {'train': [{'step': 5, 'epoch': 5 * 16 / 100}]}  # 100 training examples

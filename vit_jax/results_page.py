@@ -106,8 +106,10 @@ def setup(study_dir: str) -> dict:
 
 
 def machine_table(study_dirs: Sequence[str]) -> str:
-  """CPU time per machine type, from the DONE record of every published run (and the init
-  analysis's own record)."""
+  """CPU time per machine type: each finished run's training and validation time from its
+  metrics.jsonl with pauses taken out (study_runs.train_wall_time), on the CPU its DONE record
+  names, plus the init analysis's own record. DONE's `seconds` is not used: it is the last
+  invocation's wall clock, pauses included, and misses the time before a resume."""
   hours: dict[tuple[str, int], list[float]] = {}
   for study_dir in study_dirs:
     if not os.path.isdir(study_dir):
@@ -116,7 +118,8 @@ def machine_table(study_dirs: Sequence[str]) -> str:
       done = study_runs.read_json(os.path.join(study_dir, run.workdir, study_runs.DONE_FILE))
       if done:
         key = (done.get('cpu', 'not recorded'), int(done.get('cores') or 0))
-        hours.setdefault(key, []).append(float(done['seconds']) / 3600)
+        metrics = os.path.join(study_dir, run.workdir, study_runs.METRICS_FILE)
+        hours.setdefault(key, []).append(study_runs.train_wall_time(metrics) / 3600)
     init = study_runs.read_json(os.path.join(study_dir, report_dynamics.INIT_NUMBERS))
     if init and 'seconds' in init:
       key = (init.get('cpu', 'not recorded'), int(init.get('cores') or 0))
@@ -246,7 +249,12 @@ def build_page(results_dir: str) -> str:
     status += (' The study is still running: the findings below are those of the runs done so '
                'far, and change as runs finish.')
   lines += [status, '', '## How it was run', '', COMMANDS, '', '### Machines and CPU time', '',
-            machine_table([accuracy_dir, stability_dir]), '']
+            machine_table([accuracy_dir, stability_dir]), '',
+            'Wall hours: each finished run\'s training and validation time from its metrics.jsonl, '
+            'summed over resumes, with pauses taken out (an interval between two log lines over '
+            f'{study_runs.PAUSE_FACTOR:g}x the run\'s median counts as the median); process '
+            'start-up and the '
+            'final evaluation are not counted. Core-hours: wall hours x the cores the run had.', '']
 
   summary_a = report.build_report(accuracy_dir, baseline=BASELINE) if done_a else None
   summary_s = report.build_report(stability_dir) if done_s else None

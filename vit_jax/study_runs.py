@@ -13,6 +13,7 @@ import dataclasses
 import json
 import math
 import os
+import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -34,6 +35,9 @@ SEED_FIELD = 'seed'
 # describes the grid.
 IGNORED_FIELD_PREFIXES = ('seed', 'sweep.')
 PRESET_ORDER = tuple(norms.NORM_PRESETS)  # rows in this order
+# train_wall_time: an interval between two train lines longer than this many times the run's
+# median is a pause, and counts as a median interval.
+PAUSE_FACTOR = 3.0
 
 
 # ============================================================================ reading runs
@@ -80,21 +84,29 @@ def read_diagnostics(path: str) -> list[dict]:
   return [last[k] for k in sorted(last)]
 
 
-def train_wall_time(path: str) -> float:
-  """Seconds of training summed over every process that appended to metrics.jsonl.
+def train_wall_time(path: str, pause_factor: float = PAUSE_FACTOR) -> float:
+  """Seconds of training (validation included) summed over every process that appended to
+  metrics.jsonl, with pauses taken out.
 
-  Each process restarts its `wall_time` clock, so a drop marks a resume; the total is the sum
-  of the last value of each segment.
+  Each process restarts its `wall_time` clock, so a drop marks a resume: a segment counts from
+  its process start. An interval between two train lines longer than `pause_factor` times the
+  run's median seconds per step counts at the median: a process stopped (SIGSTOP) or starved
+  for minutes would otherwise count its pause as training, while a shared core or a validation
+  pass, which slow an interval by less than that, still count in full.
   """
-  total, previous = 0.0, None
-  for record in json_lines(path):
-    if record.get('split') != 'train' or 'wall_time' not in record:
-      continue
-    wall = float(record['wall_time'])
-    if previous is not None and wall < previous:
-      total += previous
-    previous = wall
-  return total + (previous or 0.0)
+  records = [r for r in json_lines(path) if r.get('split') == 'train' and 'wall_time' in r]
+  gaps = []    # (steps, seconds) between consecutive lines of one process
+  starts = []  # seconds from each process start to its first line
+  for before, after in zip([None] + records, records):
+    if before is None or after['wall_time'] < before['wall_time']:
+      starts.append(float(after['wall_time']))
+    elif after['step'] > before['step']:
+      gaps.append((after['step'] - before['step'], after['wall_time'] - before['wall_time']))
+  if not gaps:
+    return sum(starts)
+  per_step = statistics.median(seconds / steps for steps, seconds in gaps)
+  return sum(starts) + sum(seconds if seconds <= pause_factor * per_step * steps
+                           else per_step * steps for steps, seconds in gaps)
 
 
 def flatten(tree: Mapping, prefix: str = '') -> dict[str, Any]:
