@@ -140,7 +140,6 @@ def set_value(config, dotted: str, value: Any) -> None:
 # ----------------------------------------------------------------------------- FLOPs
 def model_shape(config) -> dict:
   """The model's shapes after `variant` expansion (what the FLOP count and the peers need)."""
-  from vit_jax import models  # pylint: disable=g-import-not-at-top
   from vit_jax import variants  # pylint: disable=g-import-not-at-top
   fields = dict(config.model)
   if fields.get('variant'):
@@ -472,7 +471,7 @@ def main(argv=None) -> int:
       else:
         line += f' {res.get("error", "n/a")} | - |'
     print(line)
-  print(f'\npeak: ' + ', '.join(f'{d} {p / 1e9:,.1f} GFLOP/s' for d, p in peaks.items()) +
+  print('\npeak: ' + ', '.join(f'{d} {p / 1e9:,.1f} GFLOP/s' for d, p in peaks.items()) +
         '; MFU = 3 x analytic forward FLOPs / step time / peak.')
   if args.rows_json:
     print(ROWS_PREFIX + json.dumps([{k: v for k, v in r.items() if k not in peers} for r in rows]))

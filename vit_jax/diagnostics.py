@@ -29,7 +29,6 @@ the train step: a run with diagnostics computes the same parameters as one witho
 from __future__ import annotations
 
 import functools
-import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any

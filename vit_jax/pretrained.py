@@ -41,7 +41,6 @@ if __name__ == '__main__' and not __package__:  # run as a file: `vit_jax` from 
 import numpy as np
 
 from vit_jax import checkpoint
-from vit_jax import models
 from vit_jax import norms
 from vit_jax import npz_layout
 from vit_jax import variants

@@ -355,8 +355,8 @@ def build_report(study_dir: str, alpha: float = ALPHA, baseline: str = '') -> di
         list(g.values(COMPARED_METRIC).values())).mean)
     lines += [f'Highest mean final val top-1: **{best.label}**.', '']
   lines += ['## Which differences are significant', '',
-            f'Final val top-1, two-sided paired t-test over the seeds both conditions ran (the '
-            f'same seed gives the same data order and initialisation key). '
+            'Final val top-1, two-sided paired t-test over the seeds both conditions ran (the '
+            'same seed gives the same data order and initialisation key). '
             + (f'Each placement against **{baseline}**; ' if baseline and not missing_baseline
                else f'No finished {baseline} runs yet: every pair; ' if missing_baseline else '')
             + f'p-values are Holm-adjusted over the {len(tests)} test{"s" if len(tests) != 1 else ""}; '
