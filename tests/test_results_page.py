@@ -40,7 +40,8 @@ def _run(study, name, config, top1, *, val_loss=3.0, seconds=3600.0, paused=0.0)
     f.writelines(json.dumps({'step': s, 'layer': 0, **{q: 1.0 for q in diagnostics.QUANTITIES}})
                  + '\n' for s in (0, STEPS))
   with open(os.path.join(workdir, 'DONE'), 'w') as f:
-    json.dump({'seconds': seconds + paused, 'cpu': 'Test CPU (AVX2)', 'cores': 2}, f)
+    json.dump({'seconds': seconds + paused, 'cpu': 'Test CPU (AVX2)', 'cores': 2,
+               **({'code': 'abc123'} if config['seed'] else {})}, f)
 
 
 def _results(tmp_path):
@@ -101,6 +102,8 @@ def test_page_findings_come_from_the_files(tmp_path):
   # 9 accuracy runs of 1 h (pre seed 0's 2 h pause not counted), 8 stability runs of 0.1 h,
   # the init analysis 0.01 h; 2 cores
   assert '| Test CPU (AVX2) | 2 | 18 | 9.81 | 19.62 |' in page
+  assert ('Code: `abc123` (6 runs), not recorded (11 runs, finished before the sweep recorded '
+          'it).') in page
   for figure in ('final_accuracy.png', 'curves.png', 'dynamics_pre.png', 'init/init_grad_norms.png'):
     assert os.path.getsize(os.path.join(results, results_page.ACCURACY, figure)) > 10_000
   assert os.path.getsize(os.path.join(results, results_page.STABILITY, 'stability.png')) > 10_000

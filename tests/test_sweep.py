@@ -130,7 +130,9 @@ def test_done_runs_are_skipped_others_relaunched_failures_recorded(tmp_path, mon
   assert sweep.execute(run, 'c.py', [], eval_test=False, index='[1/1]')
   assert len(launched) == 1
   with open(os.path.join(run.workdir, study_runs.DONE_FILE)) as f:
-    assert json.load(f)['args'] == launched[0][2:]
+    done = json.load(f)
+  assert done['args'] == launched[0][2:]
+  assert done['code'] == sweep.code_version() != 'unknown'  # the tests run in a git checkout
   with open(os.path.join(run.workdir, study_runs.RUN_INFO_FILE)) as f:
     assert json.load(f)['placement'] == 'pre'
 
@@ -249,3 +251,24 @@ def test_the_norm_study_grids():
   assert stability.model.to_dict() == accuracy.model.to_dict()
   for field in ('batch_size', 'weight_decay', 'label_smoothing', 'grad_clip_norm'):
     assert stability[field] == accuracy[field]
+
+
+def test_code_version_names_the_commit_and_marks_modified_trees(tmp_path):
+  repo = str(tmp_path / 'repo')
+  git = lambda *a: subprocess.run(['git', '-C', repo, *a], check=True, capture_output=True,
+                                  text=True).stdout.strip()
+  os.makedirs(repo)
+  git('init', '-q')
+  with open(os.path.join(repo, 'f.py'), 'w') as f:
+    f.write('a = 1\n')
+  git('add', 'f.py')
+  git('-c', 'user.name=t', '-c', 'user.email=t@t', 'commit', '-qm', 'one')
+  commit = git('rev-parse', 'HEAD')
+  assert sweep.code_version(repo) == commit
+  with open(os.path.join(repo, 'untracked.txt'), 'w') as f:  # run folders etc. do not count
+    f.write('x')
+  assert sweep.code_version(repo) == commit
+  with open(os.path.join(repo, 'f.py'), 'w') as f:
+    f.write('a = 2\n')
+  assert sweep.code_version(repo) == commit + '+modified'
+  assert sweep.code_version(str(tmp_path)) == 'unknown'

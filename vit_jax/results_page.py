@@ -138,6 +138,21 @@ def machine_table(study_dirs: Sequence[str]) -> str:
   return '\n'.join(rows)
 
 
+def code_line(study_dirs: Sequence[str]) -> str:
+  """Which commits trained the published runs (DONE's `code`, written by vit_jax.sweep)."""
+  counts: dict[str, int] = {}
+  for study_dir in study_dirs:
+    if os.path.isdir(study_dir):
+      for run in study_runs.find_runs(study_dir):
+        done = study_runs.read_json(os.path.join(study_dir, run.workdir, study_runs.DONE_FILE))
+        if done:
+          code = done.get('code', 'not recorded')
+          counts[code] = counts.get(code, 0) + 1
+  return 'Code: ' + (', '.join(f'`{code}` ({n} runs)' if code != 'not recorded' else
+                               f'not recorded ({n} runs, finished before the sweep recorded it)'
+                               for code, n in sorted(counts.items())) or 'no finished runs') + '.'
+
+
 def verdict(comparison: dict | None, alpha: float) -> str:
   """'better' | 'worse' | 'indistinguishable' | 'not tested yet' for one scheme against pre."""
   if not comparison or comparison['n'] < 2 or math.isnan(comparison['p_holm']):
@@ -254,7 +269,8 @@ def build_page(results_dir: str) -> str:
             'summed over resumes, with pauses taken out (an interval between two log lines over '
             f'{study_runs.PAUSE_FACTOR:g}x the run\'s median counts as the median); process '
             'start-up and the '
-            'final evaluation are not counted. Core-hours: wall hours x the cores the run had.', '']
+            'final evaluation are not counted. Core-hours: wall hours x the cores the run had.', '',
+            code_line([accuracy_dir, stability_dir]), '']
 
   summary_a = report.build_report(accuracy_dir, baseline=BASELINE) if done_a else None
   summary_s = report.build_report(stability_dir) if done_s else None

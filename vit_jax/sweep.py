@@ -314,10 +314,26 @@ def _write_json(path: str, payload: dict) -> None:
   os.replace(tmp, path)
 
 
+def code_version(path: str = os.path.dirname(os.path.abspath(__file__))) -> str:
+  """The git commit of the code at `path`, '+modified' when tracked files differ from it, or
+  'unknown' outside a git checkout: a published run says which trainer produced it."""
+  def git(*args):
+    return subprocess.run(['git', '-C', path, *args], capture_output=True, text=True,
+                          timeout=30, check=True).stdout.strip()
+  try:
+    commit = git('rev-parse', 'HEAD')
+    modified = git('status', '--porcelain', '--untracked-files=no')
+  except (OSError, subprocess.SubprocessError):
+    return 'unknown'
+  return commit + ('+modified' if modified else '')
+
+
 def _machine() -> dict:
-  """When and where a run finished: the study's CPU-hours and machines come from these."""
+  """When, where and with which code a run finished: the study's CPU-hours, machines and code
+  versions come from these. (`seconds`, beside them in DONE, is the last invocation's wall
+  clock, pauses included: vit_jax.results_page measures time from metrics.jsonl instead.)"""
   return {'finished': time.strftime('%Y-%m-%d %H:%M:%S'), 'cpu': hardware.cpu_model(),
-          'cores': os.cpu_count()}
+          'cores': os.cpu_count(), 'code': code_version()}
 
 
 def _child_env(study_dir: str) -> dict[str, str]:
