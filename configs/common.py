@@ -188,16 +188,32 @@ def get_sweep_config() -> ml_collections.ConfigDict:
   return sweep
 
 
-def get_norm_study_config(total_steps: int) -> ml_collections.ConfigDict:
-  """The normalization study's model and recipe on 2 CPU cores (configs/study_norms_cpu.py,
-  configs/study_stability_cpu.py): configs/cpu_fast.py's model with patch 8 (16 tokens; 6 layers
-  of width 128, 2 heads of width 64, MLP 256, GAP head), crop + flip, label smoothing 0.1, AdamW
-  lr 1e-3 wd 0.05, clipping 1.0, batch 128, 5% warmup then cosine over `total_steps`."""
+def get_cpu_recipe_config() -> ml_collections.ConfigDict:
+  """configs/cpu_fast.py's recipe on 32px CIFAR-100, for any model: random crop (pad 4) + flip,
+  label smoothing 0.1, AdamW lr 1e-3 wd 0.05, clipping 1.0, batch 128, 5% warmup then cosine.
+  The CPU configs that compare models or schemes (cpu_fast, swin_cpu, the norm study) start
+  here, so that only the model and the schedule's length differ between them."""
   config = get_config()
   config.data.image_size = 32
   config.data.crop_padding = 4
   config.data.flip = True
+  config.batch_size = 128
+  config.eval_batch_size = 1000
+  config.learning_rate = 1e-3
+  config.weight_decay = 0.05
+  config.warmup_fraction = 0.05
+  config.grad_clip_norm = 1.0
+  config.label_smoothing = 0.1
+  config.log_every = 50
+  return config
 
+
+def get_norm_study_config(total_steps: int) -> ml_collections.ConfigDict:
+  """The normalization study's model and recipe on 2 CPU cores (configs/study_norms_cpu.py,
+  configs/study_stability_cpu.py): configs/cpu_fast.py's model with patch 8 (16 tokens; 6 layers
+  of width 128, 2 heads of width 64, MLP 256, GAP head) and its recipe (get_cpu_recipe_config)
+  over `total_steps`."""
+  config = get_cpu_recipe_config()
   model = config.model
   model.norm_placement = 'pre'       # set per run by the sweep
   model.patch_size = 8
@@ -208,16 +224,8 @@ def get_norm_study_config(total_steps: int) -> ml_collections.ConfigDict:
   model.classifier = 'gap'
   model.posemb = 'learn'
 
-  config.batch_size = 128
-  config.eval_batch_size = 1000
   config.total_steps = total_steps
-  config.learning_rate = 1e-3
-  config.weight_decay = 0.05
-  config.warmup_fraction = 0.05
-  config.grad_clip_norm = 1.0
-  config.label_smoothing = 0.1
   config.diagnostics_every = 100
-  config.log_every = 50
   config.eval_every = 500
   config.checkpoint_every = 500
   config.sweep = get_sweep_config()

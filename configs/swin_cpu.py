@@ -21,11 +21,7 @@ from configs import common
 
 
 def get_config():
-  config = common.get_config()
-  data = config.data
-  data.image_size = 32
-  data.crop_padding = 4
-  data.flip = True
+  config = common.get_cpu_recipe_config()
 
   model = config.model
   model.name = 'swin'
@@ -37,15 +33,7 @@ def get_config():
   model.window_size = 4
   model.layer_norm_epsilon = 1e-5
 
-  config.batch_size = 128
-  config.eval_batch_size = 1000
   config.total_steps = 4000
-  config.learning_rate = 1e-3
-  config.weight_decay = 0.05
-  config.warmup_fraction = 0.05
-  config.grad_clip_norm = 1.0
-  config.label_smoothing = 0.1
-  config.log_every = 50
   config.eval_every = 500
   config.checkpoint_every = 1000
   return config

@@ -197,3 +197,26 @@ def test_batch_layout_over_hosts():
   config.batch_size, config.data.mixup_alpha = 12, 0.2  # 3 examples per host
   with pytest.raises(validation.ConfigError, match='must be even'):
     validation.validate_config(config, num_devices=4, num_processes=4)
+
+
+def test_cpu_configs_that_compare_models_share_one_recipe():
+  """cpu_fast, swin_cpu and the norm study compare models and schemes: only the model, the
+  schedule's length and the logging cadence may differ between them (common.get_cpu_recipe_config)."""
+  def flat(tree, prefix=''):
+    out = {}
+    for key, value in tree.items():
+      if isinstance(value, dict):
+        out.update(flat(value, f'{prefix}{key}.'))
+      else:
+        out[f'{prefix}{key}'] = value
+    return out
+  names = ('cpu_fast', 'swin_cpu', 'study_norms_cpu')
+  configs = [flat(importlib.import_module(f'configs.{n}').get_config().to_dict()) for n in names]
+  allowed = ('model.', 'sweep.', 'total_steps', 'eval_every', 'checkpoint_every',
+             'diagnostics_every')
+  for other in configs[1:]:
+    differing = {k for k in configs[0].keys() | other.keys() if configs[0].get(k) != other.get(k)}
+    assert differing and all(k.startswith(allowed) for k in differing), differing
+  recipe = flat(common.get_cpu_recipe_config().to_dict())
+  assert all(c[k] == recipe[k] for c in configs for k in ('learning_rate', 'weight_decay',
+             'batch_size', 'label_smoothing', 'grad_clip_norm', 'warmup_fraction', 'data.flip'))
