@@ -7,6 +7,8 @@ import subprocess
 import sys
 
 from vit_jax import diagnostics
+from vit_jax import report
+from vit_jax import report_dynamics
 from vit_jax import results_page
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -18,7 +20,8 @@ TOP1 = {'pre': (0.31, 0.33, 0.32), 'post': (0.26, 0.28, 0.265),
         'dual_patchnorm': (0.32, 0.32, 0.33)}
 
 
-def _run(study, name, config, top1, *, val_loss=3.0, seconds=3600.0, paused=0.0):
+def _run(study, name, config, top1, *, val_loss=3.0, seconds=3600.0, paused=0.0,
+         diagnostics_values=None):
   """A finished run that trained for `seconds`; `paused` seconds of SIGSTOP before its last
   log line count in its DONE record (as the sweep measures it), not in its training time."""
   workdir = os.path.join(study, name)
@@ -37,8 +40,9 @@ def _run(study, name, config, top1, *, val_loss=3.0, seconds=3600.0, paused=0.0)
   with open(os.path.join(workdir, 'metrics.jsonl'), 'w') as f:
     f.writelines(json.dumps(l) + '\n' for l in lines)
   with open(os.path.join(workdir, 'diagnostics.jsonl'), 'w') as f:
-    f.writelines(json.dumps({'step': s, 'layer': 0, **{q: 1.0 for q in diagnostics.QUANTITIES}})
-                 + '\n' for s in (0, STEPS))
+    f.writelines(json.dumps({'step': s, 'layer': layer, **{q: 1.0 for q in diagnostics.QUANTITIES},
+                             **(diagnostics_values or {})})
+                 + '\n' for s in (0, STEPS) for layer in (0, 1))
   with open(os.path.join(workdir, 'DONE'), 'w') as f:
     json.dump({'seconds': seconds + paused, 'cpu': 'Test CPU (AVX2)', 'cores': 2,
                **({'code': 'abc123'} if config['seed'] else {})}, f)
@@ -102,6 +106,8 @@ def test_page_findings_come_from_the_files(tmp_path):
   # 9 accuracy runs of 1 h (pre seed 0's 2 h pause not counted), 8 stability runs of 0.1 h,
   # the init analysis 0.01 h; 2 cores
   assert '| Test CPU (AVX2) | 2 | 18 | 9.81 | 19.62 |' in page
+  assert '| pre | 32.00 | 1 | 1 | 1 | 1 |' in page  # the dynamics beside the accuracy
+  assert 'Rank correlations: fewer than 5 schemes so far' in page
   assert ('Code: `abc123` (6 runs), not recorded (11 runs, finished before the sweep recorded '
           'it).') in page
   for figure in ('final_accuracy.png', 'curves.png', 'dynamics_pre.png', 'init/init_grad_norms.png'):
@@ -118,3 +124,36 @@ def test_command_line(tmp_path):
   bad = subprocess.run([sys.executable, '-m', 'vit_jax.results_page'], cwd=ROOT,
                        capture_output=True, text=True, timeout=60)
   assert bad.returncode == 2 and 'usage' in bad.stderr
+
+
+def test_dynamics_summary_numbers():
+  records = [{'step': s, 'layer': l, 'attn_grad_norm': g, 'mlp_grad_norm': 0.0, 'stream_rms': rms,
+              'attn_entropy_mean': ent, 'attn_logit_max': logit}
+             for s, l, g, rms, ent, logit in [
+                 (0, 0, 0.0, 1.0, 2.0, 1.0), (0, 1, 0.0, 9.0, 0.0, 99.0),   # step 0: ignored
+                 (10, 0, 4.0, 1.0, 2.0, 5.0), (10, 1, 1.0, 2.0, 1.0, 3.0),
+                 (20, 0, 6.0, 2.0, 1.5, 7.0), (20, 1, 2.0, 8.0, 0.5, 1.0)]]
+  summary = report_dynamics.summarize_dynamics(records)
+  assert summary == {'stream growth': (2.0 + 4.0) / 2, 'gradient spread': (4.0 + 3.0) / 2,
+                     'lowest attention entropy': (1.0 + 0.5) / 2,
+                     'largest attention logit': (5.0 + 7.0) / 2}
+
+
+def test_dynamics_findings_name_collapse_and_correlations(tmp_path):
+  study = str(tmp_path / 'study')
+  # six schemes; the logit grows as accuracy falls (a perfect negative rank correlation), the
+  # entropy collapses in the worst one only; stream growth and gradient spread do not vary.
+  schemes = ('pre', 'post', 'respost', 'sandwich', 'deepnorm', 'qknorm')
+  for i, scheme in enumerate(schemes):
+    for seed in (0, 1):
+      _run(study, f'{scheme}/seed_{seed}', {'seed': seed, 'model': {'norm_placement': scheme}},
+           0.40 - 0.02 * i + 0.001 * seed,
+           diagnostics_values={'attn_logit_max': 10.0 * (i + 1),
+                               'attn_entropy_mean': 0.1 if scheme == 'qknorm' else 1.5})
+  summary = report.build_report(study, baseline='pre')
+  text = '\n'.join(results_page.dynamics_findings(study, summary))
+  assert '| qknorm | 30.05 | 1 | 1 | 0.1 | 60 |' in text
+  assert '**Attention collapse**' in text and '`qknorm` (0.1 nats, 30.05% val top-1' in text
+  assert 'across the 6 schemes' in text
+  assert 'largest attention logit ρ = -1.00 (Holm p = 0.000: schemes with less of it scored higher)' in text
+  assert 'stream growth: the same for every scheme' in text

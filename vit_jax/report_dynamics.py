@@ -217,6 +217,47 @@ def plot_dynamics(records: Sequence[dict], path: str, title: str) -> None:
   plt.close(fig)
 
 
+# Each scheme's dynamics in four numbers, to set beside its accuracy: (name, what it measures).
+# Each is taken per diagnostics record step (after step 0, which has no gradient yet), averaged
+# over a run's steps, then over its seeds.
+DYNAMICS_SUMMARY = (
+    ('stream growth', 'residual-stream RMS after the last block / after the first'),
+    ('gradient spread', 'largest / smallest block gradient norm'),
+    ('lowest attention entropy', 'nats: the layer whose heads attend most narrowly'),
+    ('largest attention logit', 'the largest pre-softmax logit in any layer'),
+)
+
+
+def summarize_dynamics(records: Sequence[dict]) -> dict[str, float]:
+  """DYNAMICS_SUMMARY's numbers for one run's diagnostics records (NaN where not measured)."""
+  per_step: dict[int, list[dict]] = {}
+  for r in records:
+    if r['step'] > 0:
+      per_step.setdefault(r['step'], []).append(r)
+  values: dict[str, list[float]] = {name: [] for name, _ in DYNAMICS_SUMMARY}
+  for layers in per_step.values():
+    layers = sorted(layers, key=lambda r: r['layer'])
+    grads = [math.hypot(r['attn_grad_norm'], r['mlp_grad_norm']) for r in layers]
+    values['stream growth'].append(layers[-1]['stream_rms'] / layers[0]['stream_rms'])
+    values['gradient spread'].append(max(grads) / min(grads) if min(grads) > 0 else math.inf)
+    values['lowest attention entropy'].append(min(r['attn_entropy_mean'] for r in layers))
+    values['largest attention logit'].append(max(r['attn_logit_max'] for r in layers))
+  return {name: float(np.mean(v)) if v else math.nan for name, v in values.items()}
+
+
+def dynamics_by_placement(runs: Sequence[study_runs.Run], study_dir: str
+                          ) -> dict[str, dict[str, float]]:
+  """summarize_dynamics averaged over each placement's seeds (runs without diagnostics skipped)."""
+  per_run: dict[str, list[dict[str, float]]] = {}
+  for r in runs:
+    records = study_runs.read_diagnostics(
+        os.path.join(study_dir, r.workdir, study_runs.DIAGNOSTICS_FILE))
+    if records:
+      per_run.setdefault(r.placement, []).append(summarize_dynamics(records))
+  return {p: {name: float(np.mean([s[name] for s in summaries])) for name, _ in DYNAMICS_SUMMARY}
+          for p, summaries in per_run.items()}
+
+
 def diagnostics_section(runs: Sequence[study_runs.Run], study_dir: str) -> tuple[list[str], list[str]]:
   """(markdown lines, figure names): one dynamics figure per placement (its lowest seed), and the
   study's init-analysis figure when present."""

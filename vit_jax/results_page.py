@@ -24,6 +24,7 @@ if __name__ == '__main__' and not __package__:  # run as a file: `vit_jax` from 
 from vit_jax import report
 from vit_jax import report_dynamics
 from vit_jax import study_runs
+from vit_jax import study_stats
 
 ACCURACY = 'study_norms_cpu'
 STABILITY = 'study_stability_cpu'
@@ -34,6 +35,10 @@ TARGET_TOP1 = 0.30          # the budget was chosen so that pre reaches this (th
 # between the shallowest and the deepest model of the init analysis:
 SQRT_LAW_TOLERANCE = 1.5    # "about 1/sqrt(L)": the measured ratio within this factor of it
 NO_SHRINK_RATIO = 0.75      # "does not shrink": the deep model keeps >= 75% of the shallow's
+# Attention "collapses" when its lowest-entropy layer averages below this many nats over training:
+# less than an even split over two tokens (ln 2 = 0.69), i.e. mostly one token per query.
+ENTROPY_COLLAPSE_NATS = 0.5
+MIN_SCHEMES_FOR_CORRELATION = 5
 
 COMMANDS = '''```bash
 ARCHIVE=--config.data.archive=../shared/data/cifar-100-binary-train.tar.gz
@@ -247,6 +252,61 @@ def stability_findings(summary: dict) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- the page
+def dynamics_findings(study_dir: str, summary: dict) -> list[str]:
+  """The diagnostics beside the accuracy, per scheme: a table of report_dynamics'
+  DYNAMICS_SUMMARY, the schemes whose attention collapses, and each quantity's Spearman rank
+  correlation with final val top-1 across schemes (Holm-adjusted over the quantities)."""
+  from scipy import stats  # pylint: disable=g-import-not-at-top
+  finished = [r for r in study_runs.find_runs(study_dir) if r.status == 'finished']
+  dynamics = report_dynamics.dynamics_by_placement(finished, study_dir)
+  accuracy = {label: g['final_val_top1']['mean'] for label, g in summary['groups'].items()
+              if label in dynamics}
+  if not accuracy:
+    return []
+  names = [name for name, _ in report_dynamics.DYNAMICS_SUMMARY]
+  lines = ['Each scheme\'s dynamics in four numbers (from `diagnostics.jsonl`, every 100 steps, '
+           'averaged over training and seeds): '
+           + '; '.join(f'**{name}**: {what}' for name, what in report_dynamics.DYNAMICS_SUMMARY)
+           + '.', '', '| scheme | final val top-1 (%) | ' + ' | '.join(names) + ' |',
+           '|---' * (2 + len(names)) + '|']
+  for label, top1 in accuracy.items():
+    lines.append(f'| {label} | {_pct(top1)} | '
+                 + ' | '.join(f'{dynamics[label][n]:.3g}' for n in names) + ' |')
+  lines.append('')
+  entropy = {label: dynamics[label]['lowest attention entropy'] for label in accuracy}
+  collapsed = sorted((label for label, e in entropy.items() if e < ENTROPY_COLLAPSE_NATS),
+                     key=entropy.get)
+  lines.append(
+      f'- **Attention collapse** (a layer averaging below {ENTROPY_COLLAPSE_NATS:g} nats, mostly '
+      'one token per query): '
+      + (', '.join(f'`{c}` ({entropy[c]:.2g} nats, {_pct(accuracy[c])}% val top-1, largest logit '
+                   f'{dynamics[c]["largest attention logit"]:.3g})' for c in collapsed)
+         if collapsed else 'none') + '.')
+  if len(accuracy) < MIN_SCHEMES_FOR_CORRELATION:
+    return lines + [f'- Rank correlations: fewer than {MIN_SCHEMES_FOR_CORRELATION} schemes so far.']
+  labels = list(accuracy)
+  varying = [n for n in names if len({dynamics[l][n] for l in labels}) > 1]
+  rhos, pvalues = [], []
+  for name in varying:
+    rho, p = stats.spearmanr([dynamics[l][name] for l in labels], [accuracy[l] for l in labels])
+    rhos.append(float(rho))
+    pvalues.append(float(p))
+  adjusted = study_stats.holm_adjust(pvalues) if pvalues else []
+  parts = [f'{name}: the same for every scheme' for name in names if name not in varying]
+  for name, rho, p in zip(varying, rhos, adjusted):
+    if math.isnan(rho):
+      parts.append(f'{name}: no rank correlation (accuracy the same for every scheme)')
+    elif p < summary['alpha']:
+      parts.append(f'{name} ρ = {rho:+.2f} (Holm p = {p:.3f}: schemes with '
+                   f'{"more" if rho > 0 else "less"} of it scored higher)')
+    else:
+      parts.append(f'{name} ρ = {rho:+.2f} (Holm p = {p:.2f}: no clear association)')
+  return lines + [
+      f'- **Which dynamics go with accuracy** (Spearman rank correlation with final val top-1 '
+      f'across the {len(labels)} schemes, Holm-adjusted over the {len(varying)} that vary; it '
+      'describes, it does not show cause): ' + '; '.join(parts) + '.']
+
+
 def build_page(results_dir: str) -> str:
   accuracy_dir = os.path.join(results_dir, ACCURACY)
   stability_dir = os.path.join(results_dir, STABILITY)
@@ -341,6 +401,8 @@ def build_page(results_dir: str) -> str:
               'over training, residual-stream RMS and attention entropy by depth at the first '
               'and last record:', '']
     lines += [f'- [{f[len("dynamics_"):-len(".png")]}]({ACCURACY}/{f})' for f in dynamics] + ['']
+  if summary_a:
+    lines += dynamics_findings(accuracy_dir, summary_a) + ['']
   if scale:
     lines += ['## Limits', '', LIMITS.format(max_depth=max(depths, default=0), **scale), '']
   path = os.path.join(results_dir, PAGE)
