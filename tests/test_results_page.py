@@ -86,6 +86,7 @@ def test_page_findings_come_from_the_files(tmp_path):
     page = f.read()
   assert 'accuracy study 9/10 runs, stability grid 8/8 runs, init analysis 3 schemes' in page
   assert 'still running' in page
+  assert 'Wall time left, at the median finished run: accuracy ~1.0 h.' in page  # 1 run of 1 h
   # pre: 32.00 ± 1.00; post - pre = -5.00 on every seed
   # pre 32.00 ± 1.00; post 26.83 ± 1.04; post - pre: -5, -5, -5.5 points
   assert '| pre | 3 | 32.00 ± 1.00 [29.52, 34.48] | — | — | (baseline) |' in page

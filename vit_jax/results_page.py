@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import statistics
 import sys
 from collections.abc import Sequence
 
@@ -77,6 +78,13 @@ LIMITS = '''- **Scale.** A {layers}-layer, width-{width} ViT on {tokens} tokens 
 
 
 # ----------------------------------------------------------------------------- numbers
+def hours_left(study_dir: str, done: int, planned: int) -> float | None:
+  """Wall hours the study's unfinished runs need at its median finished run (None before any)."""
+  seconds = [study_runs.train_wall_time(os.path.join(study_dir, r.workdir, study_runs.METRICS_FILE))
+             for r in study_runs.find_runs(study_dir) if r.status == 'finished'] if done else []
+  return statistics.median(seconds) * (planned - done) / 3600 if seconds else None
+
+
 def _pct(x: float) -> str:
   return '—' if x is None or math.isnan(x) else f'{100 * x:.2f}'
 
@@ -323,6 +331,12 @@ def build_page(results_dir: str) -> str:
   if done_a < planned_a or done_s < planned_s:
     status += (' The study is still running: the findings below are those of the runs done so '
                'far, and change as runs finish.')
+    left = {study: hours_left(folder, done, planned) for study, folder, done, planned in (
+        ('accuracy', accuracy_dir, done_a, planned_a), ('stability', stability_dir, done_s, planned_s))
+            if done < planned}
+    if any(hours is not None for hours in left.values()):
+      status += (' Wall time left, at the median finished run: ' + ', '.join(
+          f'{study} ~{hours:.1f} h' for study, hours in left.items() if hours is not None) + '.')
   lines += [status, '', '## How it was run', '', COMMANDS, '', '### Machines and CPU time', '',
             machine_table([accuracy_dir, stability_dir]), '',
             'Wall hours: each finished run\'s training and validation time from its metrics.jsonl, '
