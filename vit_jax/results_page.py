@@ -378,7 +378,8 @@ def build_page(results_dir: str) -> str:
               f'- **Indistinguishable from pre-LN at this scale**: '
               f'{_names(verdicts, "indistinguishable")}.']
     if 'not tested yet' in verdicts.values():
-      lines.append(f'- Not tested yet (fewer than 2 seeds): {_names(verdicts, "not tested yet")}.')
+      lines.append('- Not tested yet (fewer than 2 seeds, or the same difference from pre on '
+                   f'every seed, which leaves no spread to test): {_names(verdicts, "not tested yet")}.')
     dual = verdicts.get('dual_patchnorm', 'not tested yet')
     better = [k for k, v in verdicts.items() if v == 'better']
     tested = [k for k, v in verdicts.items() if v in ('better', 'worse', 'indistinguishable')]
