@@ -191,7 +191,7 @@ def accuracy_section(summary: dict) -> tuple[list[str], dict[str, str]]:
     if c and c['n'] >= 2:
       diff = (f'{100 * c["mean_diff"]:+.2f} [{100 * c["ci_low"]:+.2f}, '
               f'{100 * c["ci_high"]:+.2f}]')
-      p = f'{c["p_holm"]:.4f}'
+      p = '—' if math.isnan(c['p_holm']) else f'{c["p_holm"]:.4f}'
     else:
       diff = p = '—'
     lines.append(f'| {label} | {s["n"]} | {cell} | {diff} | {p} | {verdicts[label]} |')
