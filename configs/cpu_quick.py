@@ -13,7 +13,7 @@ Command (offline, on the shared train split; 10% held out as validation):
       --config.data.archive=../shared/data/cifar-100-binary-train.tar.gz --config.data.eval_split=val
 
 Expected / runtime (latest run, 2026-12-07, 2-core AMD EPYC Zen 4): val top-1 20.40% at step 1200
-(chance: 1%), 135 s of training (idle cores); the eval command reports the
+(chance: 1%), 125 s of training (idle cores); the eval command reports the
 same 20.40% (loss 3.3108). Earlier runs: docs/benchmarks.md.
 """
 
