@@ -8,6 +8,7 @@ import pytest
 
 import cifar_fixtures as fx
 from configs import common
+from vit_jax import study_runs
 from vit_jax import validation
 
 # (dotted field, bad value, text the message must contain)
@@ -202,14 +203,7 @@ def test_batch_layout_over_hosts():
 def test_cpu_configs_that_compare_models_share_one_recipe():
   """cpu_fast, swin_cpu and the norm study compare models and schemes: only the model, the
   schedule's length and the logging cadence may differ between them (common.get_cpu_recipe_config)."""
-  def flat(tree, prefix=''):
-    out = {}
-    for key, value in tree.items():
-      if isinstance(value, dict):
-        out.update(flat(value, f'{prefix}{key}.'))
-      else:
-        out[f'{prefix}{key}'] = value
-    return out
+  flat = study_runs.flatten
   names = ('cpu_fast', 'swin_cpu', 'study_norms_cpu')
   configs = [flat(importlib.import_module(f'configs.{n}').get_config().to_dict()) for n in names]
   allowed = ('model.', 'sweep.', 'total_steps', 'eval_every', 'checkpoint_every',

@@ -24,6 +24,8 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
+from vit_jax import study_runs  # flatten: config fields as dotted names
+
 ENV_COORDINATOR = 'JAX_COORDINATOR_ADDRESS'  # jax.distributed reads it too
 ENV_NUM_PROCESSES = 'JAX_NUM_PROCESSES'
 ENV_PROCESS_ID = 'JAX_PROCESS_ID'
@@ -65,16 +67,6 @@ def shutdown() -> None:
   jax.distributed.shutdown()
 
 
-def _flat(tree: dict, prefix: str = '') -> dict:
-  out = {}
-  for key, value in tree.items():
-    if isinstance(value, dict):
-      out.update(_flat(value, f'{prefix}{key}.'))
-    else:
-      out[f'{prefix}{key}'] = value
-  return out
-
-
 def _gather_strings(text: str) -> list[str]:
   """Every process's `text`, in process order (two small all-gathers: lengths, then bytes)."""
   blob = np.frombuffer(text.encode(), np.uint8)
@@ -106,6 +98,6 @@ def check_same_run(config: ml_collections.ConfigDict, workdir: str) -> list[str]
   otherwise feed a batch of the wrong shape, or hang in a collective the others never enter."""
   if jax.process_count() == 1:
     return []
-  mine = {**_flat(json.loads(config.to_json_best_effort())), 'workdir': workdir}
+  mine = {**study_runs.flatten(json.loads(config.to_json_best_effort())), 'workdir': workdir}
   gathered = _gather_strings(json.dumps(mine, sort_keys=True))
   return config_differences([json.loads(text) for text in gathered])

@@ -80,9 +80,19 @@ LIMITS = '''- **Scale.** A {layers}-layer, width-{width} ViT on {tokens} tokens 
 # ----------------------------------------------------------------------------- numbers
 def hours_left(study_dir: str, done: int, planned: int) -> float | None:
   """Wall hours the study's unfinished runs need at its median finished run (None before any)."""
-  seconds = [study_runs.train_wall_time(os.path.join(study_dir, r.workdir, study_runs.METRICS_FILE))
-             for r in study_runs.find_runs(study_dir) if r.status == 'finished'] if done else []
+  seconds = [r.train_seconds for r in study_runs.find_runs(study_dir)
+             if r.status == 'finished'] if done else []
   return statistics.median(seconds) * (planned - done) / 3600 if seconds else None
+
+
+def _done_records(study_dirs: Sequence[str]):
+  """(run, its DONE record) for every run of the studies that the sweep marked done."""
+  for study_dir in study_dirs:
+    if os.path.isdir(study_dir):
+      for run in study_runs.find_runs(study_dir):
+        done = study_runs.read_json(os.path.join(study_dir, run.workdir, study_runs.DONE_FILE))
+        if done:
+          yield run, done
 
 
 def _pct(x: float) -> str:
@@ -120,19 +130,14 @@ def setup(study_dir: str) -> dict:
 
 def machine_table(study_dirs: Sequence[str]) -> str:
   """CPU time per machine type: each finished run's training and validation time from its
-  metrics.jsonl with pauses taken out (study_runs.train_wall_time), on the CPU its DONE record
+  metrics.jsonl with pauses taken out (Run.train_seconds), on the CPU its DONE record
   names, plus the init analysis's own record. DONE's `seconds` is not used: it is the last
   invocation's wall clock, pauses included, and misses the time before a resume."""
   hours: dict[tuple[str, int], list[float]] = {}
+  for run, done in _done_records(study_dirs):
+    key = (done.get('cpu', 'not recorded'), int(done.get('cores') or 0))
+    hours.setdefault(key, []).append(run.train_seconds / 3600)
   for study_dir in study_dirs:
-    if not os.path.isdir(study_dir):
-      continue
-    for run in study_runs.find_runs(study_dir):
-      done = study_runs.read_json(os.path.join(study_dir, run.workdir, study_runs.DONE_FILE))
-      if done:
-        key = (done.get('cpu', 'not recorded'), int(done.get('cores') or 0))
-        metrics = os.path.join(study_dir, run.workdir, study_runs.METRICS_FILE)
-        hours.setdefault(key, []).append(study_runs.train_wall_time(metrics) / 3600)
     init = study_runs.read_json(os.path.join(study_dir, report_dynamics.INIT_NUMBERS))
     if init and 'seconds' in init:
       key = (init.get('cpu', 'not recorded'), int(init.get('cores') or 0))
@@ -154,13 +159,9 @@ def machine_table(study_dirs: Sequence[str]) -> str:
 def code_line(study_dirs: Sequence[str]) -> str:
   """Which commits trained the published runs (DONE's `code`, written by vit_jax.sweep)."""
   counts: dict[str, int] = {}
-  for study_dir in study_dirs:
-    if os.path.isdir(study_dir):
-      for run in study_runs.find_runs(study_dir):
-        done = study_runs.read_json(os.path.join(study_dir, run.workdir, study_runs.DONE_FILE))
-        if done:
-          code = done.get('code', 'not recorded')
-          counts[code] = counts.get(code, 0) + 1
+  for _, done in _done_records(study_dirs):
+    code = done.get('code', 'not recorded')
+    counts[code] = counts.get(code, 0) + 1
   return 'Code: ' + (', '.join(f'`{code}` ({n} runs)' if code != 'not recorded' else
                                f'not recorded ({n} runs, finished before the sweep recorded it)'
                                for code, n in sorted(counts.items())) or 'no finished runs') + '.'
