@@ -34,3 +34,30 @@ def test_every_plot_writes_a_png_and_returns_its_name(tmp_path):
     assert plot(path) == name
     with open(path, 'rb') as f:
       assert f.read(8) == PNG_SIGNATURE, name
+
+
+def test_save_writes_a_deterministic_palette_png_that_keeps_line_colours(tmp_path):
+  """The study's figures are re-committed after every run: a palette PNG keeps them small, the
+  same figure gives the same bytes (git stores nothing new), and the lines keep their colours."""
+  from PIL import Image
+  colours = {'C0': (31, 119, 180), 'C1': (255, 127, 14), 'C3': (214, 39, 40)}
+
+  def draw():
+    plt = figure_plots.pyplot()
+    fig, ax = plt.subplots(figsize=(4, 3))
+    x = np.linspace(0, 1, 200)
+    for i, name in enumerate(colours):
+      ax.plot(x, np.sin(8 * x + i), color=name, linewidth=4)
+      ax.fill_between(x, i - 0.3, i + 0.3, color=name, alpha=0.2)
+    return fig
+
+  paths = [str(tmp_path / f'{i}.png') for i in range(2)]
+  for path in paths:
+    assert figure_plots.save(draw(), path) == path.rsplit('/', 1)[1]
+  with open(paths[0], 'rb') as a, open(paths[1], 'rb') as b:
+    assert a.read() == b.read()
+  with Image.open(paths[0]) as image:
+    assert image.mode == 'P'                         # a palette, at most PNG_COLOURS entries
+    pixels = np.asarray(image.convert('RGB')).reshape(-1, 3).astype(int)
+  for name, rgb in colours.items():                 # each line colour survives within 2/255
+    assert np.abs(pixels - rgb).max(axis=1).min() <= 2, name

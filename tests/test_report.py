@@ -130,6 +130,25 @@ def test_extra_axes_make_their_own_rows(tmp_path):
   assert sorted(summary['groups']) == ['model.num_layers=2', 'model.num_layers=4']
 
 
+def test_one_seed_grid_has_no_table_of_untestable_pairs(tmp_path):
+  """A learning-rate grid runs one seed per cell: no pair can be tested, so the report says so
+  in a sentence instead of listing every pair as n/a (1,540 rows for the study's 56 cells)."""
+  study = str(tmp_path / 'study')
+  for i, placement in enumerate(PLACEMENTS):
+    _synthetic_run(study, placement, 0, 0.2 + 0.05 * i)
+  summary = report.build_report(study)
+  with open(os.path.join(study, 'report.md')) as f:
+    md = f.read()
+  assert summary['comparisons'] == []
+  assert 'No tests: no two conditions share two finished seeds' in md
+  assert '| A |' not in md and 'n/a' not in md
+  _synthetic_run(study, 'pre', 1, 0.21)              # a second seed of two conditions: testable
+  _synthetic_run(study, 'post', 1, 0.26)
+  summary = report.build_report(study)
+  assert len(summary['comparisons']) == 6 and 'No tests' not in open(
+      os.path.join(study, 'report.md')).read()
+
+
 def test_missing_study_says_how_to_create_it(tmp_path):
   with pytest.raises(FileNotFoundError, match='vit_jax.sweep'):
     report.build_report(str(tmp_path / 'nothing'))

@@ -8,6 +8,7 @@ to `path` and returns the file's name.
 
 from __future__ import annotations
 
+import io
 import math
 import os
 from collections.abc import Sequence
@@ -17,27 +18,42 @@ import numpy as np
 from vit_jax import figure_maths
 
 FIG_DPI = 110
+PNG_COLOURS = 256           # palette of every saved figure (see save)
 ANNOTATE_CELLS_UP_TO = 20     # write the counts into the confusion cells for <= this many classes
 CONFUSION_GAMMA = 0.5         # colour scale exponent of the confusion matrix
 CONFUSION_TICK_FONT = 7       # class names on the axes of a > 20-class confusion matrix
 LAYER_CURVE_COLUMNS = 5      # panels per row of plot_layer_curves
 
 
-def _pyplot():
+def pyplot():
+  """matplotlib.pyplot on the Agg backend (files only, no display): every figure module's."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
   return plt
 
 
-def _save(fig, path: str) -> str:
-  fig.savefig(path, dpi=FIG_DPI)  # constrained layout: no second 'tight' rendering pass
-  _pyplot().close(fig)
+def save(fig, path: str, dpi: int = FIG_DPI) -> str:
+  """Writes `fig` as a 256-colour PNG and closes it; returns the file's name.
+
+  Why a palette: the study's figures are committed again after every finished run, and the
+  line plots' antialiasing makes full-colour PNGs ~4x larger for no visible difference (the
+  octree palette keeps each line colour within 1/255). Deterministic, so an unchanged figure
+  is byte-identical and git stores nothing new.
+  """
+  from PIL import Image  # pylint: disable=g-import-not-at-top  (matplotlib's own dependency)
+  buffer = io.BytesIO()
+  fig.savefig(buffer, dpi=dpi, format='png')
+  pyplot().close(fig)
+  buffer.seek(0)
+  with Image.open(buffer) as image:
+    image.convert('RGB').quantize(PNG_COLOURS, method=Image.Quantize.FASTOCTREE,
+                                  dither=Image.Dither.NONE).save(path, optimize=True)
   return os.path.basename(path)
 
 
 def plot_confusion(cm: np.ndarray, names: Sequence[str], path: str, title: str) -> str:
-  plt = _pyplot()
+  plt = pyplot()
   k = len(names)
   size = max(7.0, 0.2 * k + 3)
   fig, ax = plt.subplots(figsize=(size + 1.5, size), layout='constrained')
@@ -66,12 +82,12 @@ def plot_confusion(cm: np.ndarray, names: Sequence[str], path: str, title: str) 
   fig.colorbar(image, ax=ax, fraction=0.03, pad=0.01, shrink=0.5,
                label='fraction of the true class (square-root scale)')
   ax.set_title(title, fontsize=13)
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def plot_tsne(embedded: np.ndarray, labels: np.ndarray, names: Sequence[str], path: str,
               title: str) -> str:
-  plt = _pyplot()
+  plt = pyplot()
   k = len(names)
   fig, ax = plt.subplots(figsize=(12, 11), layout='constrained')
   cmap = plt.get_cmap('tab10' if k <= 10 else 'tab20' if k <= 20 else 'nipy_spectral')
@@ -84,11 +100,11 @@ def plot_tsne(embedded: np.ndarray, labels: np.ndarray, names: Sequence[str], pa
   ax.set_xlabel('t-SNE dimension 1')
   ax.set_ylabel('t-SNE dimension 2')
   ax.set_title(title, fontsize=12)
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def plot_patches(image: np.ndarray, patch: int, name: str, path: str, title: str) -> str:
-  plt = _pyplot()
+  plt = pyplot()
   fig, (left, right) = plt.subplots(1, 2, figsize=(11, 5.5), layout='constrained')
   left.imshow(image, interpolation='nearest')
   size = image.shape[0]
@@ -104,11 +120,11 @@ def plot_patches(image: np.ndarray, patch: int, name: str, path: str, title: str
   right.set_xticks([])
   right.set_yticks([])
   fig.suptitle(title)
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def plot_filters(components: np.ndarray, ratios: np.ndarray, path: str, title: str) -> str:
-  plt = _pyplot()
+  plt = pyplot()
   n = len(components)
   cols = min(7, n)
   rows = math.ceil(n / cols)
@@ -124,12 +140,12 @@ def plot_filters(components: np.ndarray, ratios: np.ndarray, path: str, title: s
               cmap=None if shown.shape[-1] == 3 else 'gray')
     ax.set_title(f'PC {i + 1}: {100 * ratio:.1f}%', fontsize=8)
   fig.suptitle(title, fontsize=11)
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def plot_position_similarity(sim: np.ndarray, grid: tuple[int, int], path: str,
                              title: str) -> str:
-  plt = _pyplot()
+  plt = pyplot()
   gh, gw = grid
   fig, ax = plt.subplots(figsize=(9.5, 8.5), layout='constrained')
   image = ax.imshow(figure_maths.similarity_mosaic(sim, grid), cmap='viridis', vmin=-1, vmax=1,
@@ -140,12 +156,12 @@ def plot_position_similarity(sim: np.ndarray, grid: tuple[int, int], path: str,
   ax.set_ylabel('input patch row')
   fig.colorbar(image, ax=ax, fraction=0.04, pad=0.02, label='cosine similarity')
   ax.set_title(title, fontsize=11)
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def plot_attention_distance(distance: np.ndarray, uniform: float, path: str, title: str,
                             image_size: int) -> str:
-  plt = _pyplot()
+  plt = pyplot()
   num_layers, num_heads = distance.shape
   fig, ax = plt.subplots(figsize=(max(7.0, 0.8 * num_layers + 3), 5.5), layout='constrained')
   cmap = plt.get_cmap('tab10' if num_heads <= 10 else 'tab20')
@@ -162,7 +178,7 @@ def plot_attention_distance(distance: np.ndarray, uniform: float, path: str, tit
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8, ncol=2 if num_heads > 6 else 1, loc='lower right')
   ax.set_title(title, fontsize=11)
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def plot_rollout(images: np.ndarray, maps: np.ndarray, true: Sequence[str],
@@ -170,7 +186,7 @@ def plot_rollout(images: np.ndarray, maps: np.ndarray, true: Sequence[str],
   """Three rows per image: the input, the rollout map (token resolution) and the input
   weighted by the map (bilinearly upsampled)."""
   from scipy import ndimage  # pylint: disable=g-import-not-at-top
-  plt = _pyplot()
+  plt = pyplot()
   n = len(images)
   fig, axes = plt.subplots(3, n, figsize=(2.1 * n, 7.2), squeeze=False, layout='constrained')
   size = images.shape[1]
@@ -192,7 +208,7 @@ def plot_rollout(images: np.ndarray, maps: np.ndarray, true: Sequence[str],
   fig.colorbar(heat, ax=axes[1, :].tolist(), fraction=0.015, pad=0.01,
                label='rollout, min–max scaled per image')
   fig.suptitle(title + '\ngreen title: correct prediction, red: wrong', fontsize=11)
-  return _save(fig, path)
+  return save(fig, path)
 
 
 def plot_layer_curves(curves: dict[str, dict[str, Sequence[float]]], path: str, title: str,
@@ -201,7 +217,7 @@ def plot_layer_curves(curves: dict[str, dict[str, Sequence[float]]], path: str, 
   values against the 1-based layer index, log scale by default; rows of at most `max_columns`
   panels, so that twenty schemes stay readable. Each panel has its own y range: one scheme
   whose gradients explode (no norm at all) would flatten every other panel."""
-  plt = _pyplot()
+  plt = pyplot()
   n = len(curves)
   columns = min(n, max_columns)
   rows = -(-n // columns)
@@ -223,4 +239,4 @@ def plot_layer_curves(curves: dict[str, dict[str, Sequence[float]]], path: str, 
   for ax in flat[:n]:
     ax.set_ylabel(ylabel, fontsize=8)
   fig.suptitle(title, fontsize=10)
-  return _save(fig, path)
+  return save(fig, path)

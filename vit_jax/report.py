@@ -43,6 +43,7 @@ if __name__ == '__main__' and not __package__:  # run as a file: `vit_jax` from 
 import numpy as np
 
 from vit_jax import report_dynamics
+from vit_jax import figure_plots
 from vit_jax import study_runs
 from vit_jax import study_stats
 
@@ -187,13 +188,6 @@ def inspection_table(study_dir: str, runs: Sequence[study_runs.Run]) -> str:
 # ============================================================================ figures
 
 
-def _pyplot():
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  return plt
-
-
 def _integer_locator():
   from matplotlib import ticker  # pylint: disable=g-import-not-at-top
   return ticker.MaxNLocator(integer=True)
@@ -216,7 +210,7 @@ def mean_curve(runs: Sequence[study_runs.Run], split: str, key: str
 
 def plot_curves(groups: Sequence[study_runs.Group], path: str, title: str) -> None:
   """Loss and top-1, train and val, against step: mean over seeds with a ±1 std band."""
-  plt = _pyplot()
+  plt = figure_plots.pyplot()
   fig, axes = plt.subplots(2, 2, figsize=CURVE_FIGSIZE)
   panels = [(axes[0, 0], 'train', 'loss', 'training loss'),
             (axes[0, 1], 'val', 'loss', 'validation loss'),
@@ -242,12 +236,11 @@ def plot_curves(groups: Sequence[study_runs.Group], path: str, title: str) -> No
   axes[0, 0].legend(fontsize=9, title='placement (band: ±1 std over seeds)', title_fontsize=9)
   fig.suptitle(title)
   fig.tight_layout()
-  fig.savefig(path, dpi=FIG_DPI)
-  plt.close(fig)
+  figure_plots.save(fig, path, dpi=FIG_DPI)
 
 
 def plot_learning_rate(groups: Sequence[study_runs.Group], path: str, title: str) -> None:
-  plt = _pyplot()
+  plt = figure_plots.pyplot()
   fig, ax = plt.subplots(figsize=LR_FIGSIZE)
   styles = ('-', '--', ':', '-.')
   curves = []
@@ -265,13 +258,12 @@ def plot_learning_rate(groups: Sequence[study_runs.Group], path: str, title: str
   ax.grid(alpha=0.3)
   ax.legend(fontsize=9)
   fig.tight_layout()
-  fig.savefig(path, dpi=FIG_DPI)
-  plt.close(fig)
+  figure_plots.save(fig, path, dpi=FIG_DPI)
 
 
 def plot_final_accuracy(groups: Sequence[study_runs.Group], path: str, title: str) -> None:
   """Bars = mean over seeds, whiskers = 95% t-interval, dots = individual seeds."""
-  plt = _pyplot()
+  plt = figure_plots.pyplot()
   fig, axes = plt.subplots(1, 2, figsize=BAR_FIGSIZE)
   x = np.arange(len(groups))
   colors = plt.get_cmap('tab10' if len(groups) <= 10 else 'tab20')
@@ -296,8 +288,7 @@ def plot_final_accuracy(groups: Sequence[study_runs.Group], path: str, title: st
     ax.grid(axis='y', alpha=0.3)
   fig.suptitle(title)
   fig.tight_layout()
-  fig.savefig(path, dpi=FIG_DPI)
-  plt.close(fig)
+  figure_plots.save(fig, path, dpi=FIG_DPI)
 
 
 # ============================================================================ the report
@@ -335,6 +326,8 @@ def build_report(study_dir: str, alpha: float = ALPHA, baseline: str = '') -> di
   missing_baseline = bool(baseline) and baseline not in labels
   comparisons, tests = comparison_table(groups, alpha=alpha,
                                         baseline='' if missing_baseline else baseline)
+  if not any(t['n'] >= 2 for t in tests):  # one seed per condition (a grid): nothing to test
+    comparisons, tests = '', []
   counts = {s: sum(r.status == s for r in runs)
             for s in ('finished', 'diverged', 'incomplete', 'failed', 'not started')}
   lines = [f'# {title}', '']
@@ -354,16 +347,21 @@ def build_report(study_dir: str, alpha: float = ALPHA, baseline: str = '') -> di
     best = max(groups, key=lambda g: study_stats.summarize(
         list(g.values(COMPARED_METRIC).values())).mean)
     lines += [f'Highest mean final val top-1: **{best.label}**.', '']
-  lines += ['## Which differences are significant', '',
-            'Final val top-1, two-sided paired t-test over the seeds both conditions ran (the '
-            'same seed gives the same data order and initialisation key). '
-            + (f'Each placement against **{baseline}**; ' if baseline and not missing_baseline
-               else f'No finished {baseline} runs yet: every pair; ' if missing_baseline else '')
-            + f'p-values are Holm-adjusted over the {len(tests)} test{"s" if len(tests) != 1 else ""}; '
-            f'"significant" means adjusted p < {alpha}. With {_seed_count(groups)} seeds only '
-            'large, consistent differences can be significant: no significance is not evidence '
-            'of no effect.', '',
-            comparisons if tests else '(needs at least two conditions with finished runs)', '']
+  lines += ['## Which differences are significant', '']
+  if tests:
+    lines += ['Final val top-1, two-sided paired t-test over the seeds both conditions ran (the '
+              'same seed gives the same data order and initialisation key). '
+              + (f'Each placement against **{baseline}**; ' if baseline and not missing_baseline
+                 else f'No finished {baseline} runs yet: every pair; ' if missing_baseline else '')
+              + f'p-values are Holm-adjusted over the {len(tests)} test'
+              f'{"s" if len(tests) != 1 else ""}; "significant" means adjusted p < {alpha}. With '
+              f'{_seed_count(groups)} seeds only large, consistent differences can be '
+              'significant: no significance is not evidence of no effect.', '', comparisons, '']
+  elif len(groups) < 2:
+    lines += ['(needs at least two conditions with finished runs)', '']
+  else:
+    lines += ['No tests: no two conditions share two finished seeds, so there is no spread to '
+              'test a difference against. Compare them by the table above.', '']
   if figures:
     lines += ['## Figures', '']
     lines += [f'![{os.path.splitext(f)[0]}]({f})' for f in figures]

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vit_jax import figure_plots
 from vit_jax import study_runs
 
 LR_FIELD = 'learning_rate'
@@ -31,18 +32,10 @@ INIT_NUMBERS = os.path.join('init', 'init_grad_norms.json')
 
 def plot_init(results: dict, path: str, what: str) -> str:
   """vit_jax/init_analysis.py's figure: a panel per placement, a line per depth."""
-  from vit_jax import figure_plots  # pylint: disable=g-import-not-at-top
   return figure_plots.plot_layer_curves(
       {p: {f'L={d}': r['total'] for d, r in per_depth.items()} for p, per_depth in results.items()},
       path, title=f'Gradient norm per layer at initialization ({what})',
       ylabel='gradient norm at init (log scale)')
-
-
-def _pyplot():
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use('Agg')
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-  return plt
 
 
 # ----------------------------------------------------------------------------- stability
@@ -99,7 +92,7 @@ def _mean_top1(seeds) -> float:
 
 
 def plot_stability(grid: dict, warmup_field: str | None, path: str) -> None:
-  plt = _pyplot()
+  plt = figure_plots.pyplot()
   n = len(grid)
   fig, axes = plt.subplots(1, n, figsize=(3.2 * n + 1.5, 3.4), squeeze=False, layout='constrained')
   image = None
@@ -135,8 +128,7 @@ def plot_stability(grid: dict, warmup_field: str | None, path: str) -> None:
     fig.colorbar(image, ax=axes[0].tolist(), label='final val top-1 (%), mean over seeds')
   fig.suptitle('Stability: final val top-1 by learning rate and warmup '
                '(diverged: stopped; stalled: did not learn)', fontsize=10)
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  figure_plots.save(fig, path)
 
 
 def stability_section(runs: Sequence[study_runs.Run], study_dir: str
@@ -182,7 +174,7 @@ def layer_by_step(records: Sequence[dict], key) -> tuple[list[int], np.ndarray]:
 
 def plot_dynamics(records: Sequence[dict], path: str, title: str) -> None:
   from matplotlib import colors  # pylint: disable=g-import-not-at-top
-  plt = _pyplot()
+  plt = figure_plots.pyplot()
   fig, axes = plt.subplots(1, 3, figsize=(15, 3.8), layout='constrained',
                            gridspec_kw={'wspace': 0.08})
   steps, grads = layer_by_step(
@@ -213,8 +205,7 @@ def plot_dynamics(records: Sequence[dict], path: str, title: str) -> None:
   if rms.min() > 0 and rms.max() / rms.min() > 10:  # growth over orders of magnitude
     axes[1].set_yscale('log')
   fig.suptitle(title, fontsize=10)
-  fig.savefig(path, dpi=110)
-  plt.close(fig)
+  figure_plots.save(fig, path)
 
 
 # Each scheme's dynamics in four numbers, to set beside its accuracy: (name, what it measures).
