@@ -114,6 +114,7 @@ def test_page_findings_come_from_the_files(tmp_path):
   for figure in ('final_accuracy.png', 'curves.png', 'dynamics_pre.png', 'init/init_grad_norms.png'):
     assert os.path.getsize(os.path.join(results, results_page.ACCURACY, figure)) > 10_000
   assert os.path.getsize(os.path.join(results, results_page.STABILITY, 'stability.png')) > 10_000
+  assert f'({results_page.STABILITY}/{report_dynamics.STABILITY_LOSS_FIGURE})' in page
 
 
 def test_command_line(tmp_path):

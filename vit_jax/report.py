@@ -13,9 +13,14 @@ or any folder of run workdirs), groups the runs by the config fields that differ
   learning_rate.png    the learning rate each placement was trained with.
   final_accuracy.png   final val top-1 / top-5 per placement: bars = mean, whiskers = 95% CI,
                        dots = the individual seeds.
-  stability.png, dynamics_<placement>.png, and the study's init-analysis figure: the training
-                       dynamics (vit_jax/report_dynamics.py), when the runs vary the learning
-                       rate / wrote diagnostics.jsonl.
+  stability.png, stability_loss.png
+                       when the runs vary the learning rate (a grid, one seed per cell): final
+                       val top-1 per cell and each cell's training loss, *instead of* the three
+                       figures above, whose dozens of overlaid conditions no one could read.
+  dynamics_<placement>.png, and the study's init-analysis figure: the training dynamics
+                       (vit_jax/report_dynamics.py), when the runs wrote diagnostics.jsonl.
+  Every figure is a 256-colour PNG (figure_plots.save): they are re-committed after every run.
+  With one seed per condition there is nothing to test: the report says so instead of a table.
   summary.json         the same numbers for programs.
 
   python -m vit_jax.report runs/study [--baseline=pre]
@@ -312,14 +317,14 @@ def build_report(study_dir: str, alpha: float = ALPHA, baseline: str = '') -> di
   sweep_plan = study_runs.read_json(os.path.join(study_dir, study_runs.SWEEP_FILE)) or {}
   title = f'Norm-placement study: {study_dir.rstrip("/")}'
 
+  stability_md, stability_figures, stability = report_dynamics.stability_section(runs, study_dir)
   figures = []
-  if groups:
+  if groups and not stability_figures:  # a learning-rate grid: its own figures say it better
     for fname, plot in (('curves.png', plot_curves), ('learning_rate.png', plot_learning_rate),
                         ('final_accuracy.png', plot_final_accuracy)):
       plot(groups, os.path.join(study_dir, fname), title)
       figures.append(fname)
 
-  stability_md, stability_figures, stability = report_dynamics.stability_section(runs, study_dir)
   dynamics_md, dynamics_figures = report_dynamics.diagnostics_section(runs, study_dir)
   table, numbers = placement_table(groups)
   labels = [g.label for g in groups]

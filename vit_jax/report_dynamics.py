@@ -45,6 +45,9 @@ def plot_init(results: dict, path: str, what: str) -> str:
 # loss (e.g. post-LN at a high learning rate collapsing to the uniform prediction, loss ln C).
 # The loss rule alone misses a stall; the report calls neither stable.
 TRAINED, STALLED, DIVERGED = 'trained', 'stalled', 'diverged'
+STABILITY_LOSS_FIGURE = 'stability_loss.png'
+STABILITY_LOSS_COLUMNS = 4       # panels per row of the loss figure
+STABILITY_LOSS_CEILING = 1.5     # its y axis stops at this x the largest initial loss
 
 
 def outcome(run: study_runs.Run) -> tuple[str, float | None]:
@@ -131,6 +134,50 @@ def plot_stability(grid: dict, warmup_field: str | None, path: str) -> None:
   figure_plots.save(fig, path)
 
 
+def plot_stability_losses(runs: Sequence[study_runs.Run], warmup_field: str | None,
+                          path: str) -> None:
+  """The training loss behind the heatmap: a panel per placement, a line per run, coloured by
+  peak learning rate (darker = smaller), one line style per warmup; x = where a run diverged."""
+  plt = figure_plots.pyplot()
+  done = [r for r in runs if r.status in ('finished', 'diverged') and r.metrics.get('train')]
+  placements = sorted({r.placement for r in done}, key=study_runs.placement_rank)
+  lrs = sorted({float(r.config.get(LR_FIELD, math.nan)) for r in done})
+  warmups = sorted({r.config.get(warmup_field) if warmup_field else None for r in done}, key=str)
+  columns = min(len(placements), STABILITY_LOSS_COLUMNS)
+  rows = -(-len(placements) // columns)
+  fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 2.9 * rows + 0.6),
+                           squeeze=False, sharex=True, sharey=True, layout='constrained')
+  colours = plt.get_cmap('plasma')(np.linspace(0.05, 0.8, len(lrs)))
+  first = max(float(r.metrics['train'][0]['loss']) for r in done)
+  ceiling = STABILITY_LOSS_CEILING * first           # a diverging loss leaves the panel here
+  for ax, placement in zip(axes.flat, placements):
+    for r in (r for r in done if r.placement == placement):
+      lr = float(r.config.get(LR_FIELD, math.nan))
+      w = r.config.get(warmup_field) if warmup_field else None
+      steps = [int(m['step']) for m in r.metrics['train']]
+      losses = np.minimum([float(m['loss']) for m in r.metrics['train']], ceiling)
+      style = ('-', '--', ':', '-.')[warmups.index(w) % 4]
+      ax.plot(steps, losses, style, color=colours[lrs.index(lr)], linewidth=1.2)
+      if r.status == 'diverged':
+        ax.plot(steps[-1], losses[-1] if math.isfinite(losses[-1]) else ceiling, 'x',
+                color=colours[lrs.index(lr)], markersize=9, markeredgewidth=2)
+    ax.set_title(placement)
+    ax.grid(alpha=0.3)
+  for ax in axes.flat[len(placements):]:
+    ax.axis('off')
+  for ax in axes[:, 0]:
+    ax.set_ylabel('training loss')
+  for ax in axes[-1]:
+    ax.set_xlabel('step')
+  handles = [plt.Line2D([], [], color=c, label=f'lr {lr:g}') for lr, c in zip(lrs, colours)]
+  handles += [plt.Line2D([], [], color='gray', linestyle=('-', '--', ':', '-.')[i % 4],
+                         label=f'{warmup_field or "warmup"} {w}') for i, w in enumerate(warmups)]
+  handles += [plt.Line2D([], [], color='gray', marker='x', linestyle='', label='diverged')]
+  fig.legend(handles=handles, loc='outside lower center', ncol=min(len(handles), 8), fontsize=8)
+  fig.suptitle('Stability: training loss by learning rate and warmup', fontsize=10)
+  figure_plots.save(fig, path)
+
+
 def stability_section(runs: Sequence[study_runs.Run], study_dir: str
                       ) -> tuple[list[str], list[str], dict]:
   """(markdown lines, figure names, summary) of the stability grid; empty without an LR axis."""
@@ -138,6 +185,7 @@ def stability_section(runs: Sequence[study_runs.Run], study_dir: str
   if not grid or len({lr for cells in grid.values() for lr, _ in cells}) < 2:
     return [], [], {}
   plot_stability(grid, warmup, os.path.join(study_dir, 'stability.png'))
+  plot_stability_losses(runs, warmup, os.path.join(study_dir, STABILITY_LOSS_FIGURE))
   warmups = sorted({w for cells in grid.values() for _, w in cells}, key=str)
   header = ['placement'] + [f'largest stable lr ({warmup}={w})' if warmup else 'largest stable lr'
                             for w in warmups] + ['diverged runs', 'stalled runs']
@@ -158,7 +206,9 @@ def stability_section(runs: Sequence[study_runs.Run], study_dir: str
            '(neither diverged nor stalled).', '',
            '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   lines += ['| ' + ' | '.join(r) + ' |' for r in rows]
-  return lines + ['', '![stability](stability.png)', ''], ['stability.png'], summary
+  return (lines + ['', '![stability](stability.png)', '',
+                   f'![training loss]({STABILITY_LOSS_FIGURE})', ''],
+          ['stability.png', STABILITY_LOSS_FIGURE], summary)
 
 
 # ----------------------------------------------------------------------------- diagnostics

@@ -411,6 +411,9 @@ def build_page(results_dir: str) -> str:
               f'{short.get("seeds", "?")} seed(s)); diverged '
               f'and stalled runs marked ([report]({STABILITY}/report.md)):', '',
               f'![stability]({STABILITY}/stability.png)', '']
+    if report_dynamics.STABILITY_LOSS_FIGURE in summary_s['figures']:
+      lines += ['The training loss of each cell (a line per learning rate and warmup):', '',
+                f'![stability loss]({STABILITY}/{report_dynamics.STABILITY_LOSS_FIGURE})', '']
   dynamics = [f for f in (summary_a or {}).get('figures', []) if f.startswith('dynamics_')]
   if dynamics:
     lines += ['Per scheme, from its first seed\'s `diagnostics.jsonl`: gradient norm by layer '
