@@ -98,7 +98,7 @@ def test_page_findings_come_from_the_files(tmp_path):
   assert 'pre` reaches 32.00% val top-1 (at least the 30%' in page
   assert "**pre-LN: the last layer's gradient shrinks about as 1/√L** (as predicted)" in page
   assert "**post-LN: the last layer's gradient does not shrink with depth** (as predicted)" in page
-  assert '`none` at L=48' in page
+  assert '`none` at L=48: no norm in the blocks (a control).' in page
   assert '`post` (0.001 without, 0.01 with)' in page  # needs warmup at 1e-2
   assert '`pre`, `post` trained at 0.01' in page  # post with warmup
   assert ('A 6-layer, width-128 ViT on 16 tokens of 32-pixel images,\n  trained for 4 steps '

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 if __name__ == '__main__' and not __package__:  # run as a file: `vit_jax` from the repo root
   sys.path[0] = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
+from vit_jax import norms
 from vit_jax import report
 from vit_jax import report_dynamics
 from vit_jax import study_runs
@@ -234,8 +235,13 @@ def init_findings(init: dict) -> list[str]:
   broken = sorted({p for p, per_depth in init.get('results', {}).items()
                    for r in per_depth.values() if not all(map(math.isfinite, r['total']))})
   if broken:
-    out.append('- Non-finite gradients at init (the forward pass overflows): ' +
-               ', '.join(f'`{p}` at L={",".join(d for d, r in init["results"][p].items() if not all(map(math.isfinite, r["total"])))}' for p in broken) + '.')
+    def where(p):
+      depths = ','.join(d for d, r in init['results'][p].items()
+                        if not all(map(math.isfinite, r['total'])))
+      what = f': {norms.PRESET_DOCS[p][1]}' if p in norms.PRESET_DOCS else ''
+      return f'`{p}` at L={depths}{what}'
+    out.append('- Non-finite gradients at init (the forward pass overflows): '
+               + '; '.join(map(where, broken)) + '.')
   return out
 
 
