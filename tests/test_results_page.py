@@ -99,6 +99,11 @@ def test_page_findings_come_from_the_files(tmp_path):
   assert "**pre-LN: the last layer's gradient shrinks about as 1/√L** (as predicted)" in page
   assert "**post-LN: the last layer's gradient does not shrink with depth** (as predicted)" in page
   assert '`none` at L=48: no norm in the blocks (a control).' in page
+  # the layer profile: pre's fixture ends at 2/sqrt(L) of its first block (0.82 at L=6: flat;
+  # 0.29 at L=48: falls), post's at 1.5x (grows toward the output, as Xiong et al. predict)
+  assert ('`pre` 0.82 (L=6), 0.29 (L=48): **differs with depth** (predicted: about flat); '
+          '`post` 1.50 (L=6), 1.50 (L=48): **grows toward the output** (as predicted). The layer '
+          'profile **does not hold** here.') in page
   assert '`post` (0.001 without, 0.01 with)' in page  # needs warmup at 1e-2
   assert '`pre`, `post` trained at 0.01' in page  # post with warmup
   assert ('A 6-layer, width-128 ViT on 16 tokens of 32-pixel images,\n  trained for 4 steps '
@@ -159,3 +164,14 @@ def test_dynamics_findings_name_collapse_and_correlations(tmp_path):
   assert 'across the 6 schemes' in text
   assert 'largest attention logit ρ = -1.00 (Holm p = 0.000: schemes with less of it scored higher)' in text
   assert 'stream growth: the same for every scheme' in text
+
+
+def test_layer_profile_holds_only_when_both_schemes_match_xiong():
+  flat, growing = [1.0, 1.1, 0.9, 1.2], [1.0, 1.5, 2.0, 3.0]
+  as_predicted = {'results': {'pre': {'4': {'total': flat}}, 'post': {'4': {'total': growing}}}}
+  swapped = {'results': {'pre': {'4': {'total': growing}}, 'post': {'4': {'total': flat}}}}
+  assert results_page.profile_findings(as_predicted)[0].endswith('**holds** here.')
+  text = results_page.profile_findings(swapped)[0]
+  assert '`pre` 3.00 (L=4): **grows toward the output** (predicted: about flat)' in text
+  assert text.endswith('**does not hold** here.')
+  assert results_page.profile_findings({'results': {}}) == []

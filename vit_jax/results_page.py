@@ -37,6 +37,10 @@ TARGET_TOP1 = 0.30          # the budget was chosen so that pre reaches this (th
 # between the shallowest and the deepest model of the init analysis:
 SQRT_LAW_TOLERANCE = 1.5    # "about 1/sqrt(L)": the measured ratio within this factor of it
 NO_SHRINK_RATIO = 0.75      # "does not shrink": the deep model keeps >= 75% of the shallow's
+# ... and across the layers of one model (their Fig. 3): post-LN's gradient grows toward the
+# output, pre-LN's is about the same in every layer. Last block / first block within this factor
+# of 1 counts as flat; above it the gradient grows toward the output, below it it falls.
+PROFILE_FLAT_TOLERANCE = 1.5
 # Attention "collapses" when its lowest-entropy layer averages below this many nats over training:
 # less than an even split over two tokens (ln 2 = 0.69), i.e. mostly one token per query.
 ENTROPY_COLLAPSE_NATS = 0.5
@@ -209,6 +213,34 @@ def _last_layer(init: dict, placement: str) -> dict[int, float]:
   return {int(d): r['total'][-1] for d, r in init.get('results', {}).get(placement, {}).items()}
 
 
+def _profile(ratio: float) -> str:
+  if ratio >= PROFILE_FLAT_TOLERANCE:
+    return 'grows toward the output'
+  return 'about flat' if ratio > 1 / PROFILE_FLAT_TOLERANCE else 'falls toward the output'
+
+
+def profile_findings(init: dict) -> list[str]:
+  """Xiong et al.'s layer profile at init: each depth's last-block / first-block gradient norm."""
+  parts, holds = [], []
+  for placement, predicted in (('pre', 'about flat'), ('post', 'grows toward the output')):
+    per_depth = init.get('results', {}).get(placement, {})
+    ratios = {int(d): r['total'][-1] / r['total'][0] for d, r in per_depth.items()
+              if len(r['total']) > 1 and all(map(math.isfinite, r['total'])) and r['total'][0] > 0}
+    if not ratios:
+      continue
+    shapes = {_profile(v) for v in ratios.values()}
+    shape = shapes.pop() if len(shapes) == 1 else 'differs with depth'
+    holds.append(shape == predicted)
+    parts.append(f'`{placement}` ' + ', '.join(f'{ratios[d]:.2f} (L={d})' for d in sorted(ratios))
+                 + f': **{shape}** ({"as predicted" if shape == predicted else "predicted: " + predicted})')
+  if not parts:
+    return []
+  return [f'- **Across the layers of one model** (Xiong et al.\'s Fig. 3: at init post-LN\'s '
+          f'gradient grows toward the output, pre-LN\'s is about the same in every layer; here last '
+          f'block / first block, flat = within {PROFILE_FLAT_TOLERANCE:g}x): ' + '; '.join(parts)
+          + f'. The layer profile **{"holds" if all(holds) else "does not hold"}** here.']
+
+
 def init_findings(init: dict) -> list[str]:
   """Xiong et al.'s two predictions, checked on the shallowest and deepest models."""
   out = []
@@ -232,6 +264,7 @@ def init_findings(init: dict) -> list[str]:
                  f' with depth** ({"as predicted" if holds else "against the prediction"}): '
                  f'{values}; L={shallow}→{deep} multiplies it by {ratio:.2f} (1/√L would be '
                  f'{predicted:.2f}).')
+  out += profile_findings(init)
   broken = sorted({p for p, per_depth in init.get('results', {}).items()
                    for r in per_depth.values() if not all(map(math.isfinite, r['total']))})
   if broken:
