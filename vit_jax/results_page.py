@@ -299,6 +299,29 @@ def stability_findings(summary: dict) -> list[str]:
           largest]
 
 
+def best_learning_rates(stability_dir: str, study_lr: float | None) -> list[str]:
+  """Each scheme's best cell of the grid (highest final val top-1 among the cells where every
+  seed trained): whether the accuracy study's one learning rate sits near each scheme's own."""
+  warmup, grid = report_dynamics.stability_grid(study_runs.find_runs(stability_dir))
+  best = {}
+  for placement, cells in sorted(grid.items(), key=lambda kv: study_runs.placement_rank(kv[0])):
+    trained = {key: statistics.mean(top1 for _, top1 in seeds) for key, seeds in cells.items()
+               if all(kind == report_dynamics.TRAINED for kind, _ in seeds)}
+    if trained:
+      best[placement] = max(trained, key=trained.get)
+  if not best:
+    return []
+  cell = lambda lr, w: f'{lr:g}' + (f' ({warmup} {w:g})' if warmup else '')
+  line = ('- **Best learning rate in the grid** (highest final val top-1; a short budget favours '
+          'larger rates): ' + ', '.join(f'`{p}` {cell(*best[p])}' for p in best) + '.')
+  if study_lr:
+    other = [p for p, (lr, _) in best.items() if not math.isclose(lr, study_lr)]
+    line += (f' The accuracy study trains every scheme at {study_lr:g}; '
+             + (f'the grid\'s best differs for {", ".join(f"`{p}`" for p in other)}.' if other
+                else 'that is every scheme\'s best in the grid.'))
+  return [line]
+
+
 # ----------------------------------------------------------------------------- the page
 def dynamics_findings(study_dir: str, summary: dict) -> list[str]:
   """The diagnostics beside the accuracy, per scheme: a table of report_dynamics'
@@ -436,8 +459,8 @@ def build_page(results_dir: str) -> str:
         + near_optimal
         + f'; patch norms help — `dual_patchnorm` is **{dual}** against pre.')
   lines += init_findings(init) if init else ['- Init analysis: not published yet.']
-  lines += stability_findings(summary_s) if summary_s else [
-      '- Stability grid: no finished runs yet.']
+  lines += (stability_findings(summary_s) + best_learning_rates(stability_dir, scale.get('lr'))
+            if summary_s else ['- Stability grid: no finished runs yet.'])
   lines += ['']
 
   lines += ['## Why: the diagnostics', '',
