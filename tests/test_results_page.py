@@ -10,6 +10,7 @@ from vit_jax import diagnostics
 from vit_jax import report
 from vit_jax import report_dynamics
 from vit_jax import results_page
+from vit_jax import study_findings
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 STEPS = 4
@@ -161,7 +162,7 @@ def test_dynamics_findings_name_collapse_and_correlations(tmp_path):
            diagnostics_values={'attn_logit_max': 10.0 * (i + 1),
                                'attn_entropy_mean': 0.1 if scheme == 'qknorm' else 1.5})
   summary = report.build_report(study, baseline='pre')
-  text = '\n'.join(results_page.dynamics_findings(study, summary))
+  text = '\n'.join(study_findings.dynamics_findings(study, summary))
   assert '| qknorm | 30.05 | 1 | 1 | 0.1 | 60 |' in text
   assert '**Attention collapse**' in text and '`qknorm` (0.1 nats, 30.05% val top-1' in text
   assert 'across the 6 schemes' in text
@@ -173,8 +174,8 @@ def test_layer_profile_holds_only_when_both_schemes_match_xiong():
   flat, growing = [1.0, 1.1, 0.9, 1.2], [1.0, 1.5, 2.0, 3.0]
   as_predicted = {'results': {'pre': {'4': {'total': flat}}, 'post': {'4': {'total': growing}}}}
   swapped = {'results': {'pre': {'4': {'total': growing}}, 'post': {'4': {'total': flat}}}}
-  assert results_page.profile_findings(as_predicted)[0].endswith('**holds** here.')
-  text = results_page.profile_findings(swapped)[0]
+  assert study_findings.profile_findings(as_predicted)[0].endswith('**holds** here.')
+  text = study_findings.profile_findings(swapped)[0]
   assert '`pre` 3.00 (L=4): **grows toward the output** (predicted: about flat)' in text
   assert text.endswith('**does not hold** here.')
-  assert results_page.profile_findings({'results': {}}) == []
+  assert study_findings.profile_findings({'results': {}}) == []
