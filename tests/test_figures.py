@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import cifar_fixtures
+import figure_checks
 from configs import common
 from vit_jax import data
 from vit_jax import figures
@@ -17,7 +18,6 @@ from vit_jax import models
 from vit_jax import study_runs
 from vit_jax import train
 
-MIN_FIGURE_PIXELS = (300, 250)  # (width, height)
 FIGURES = ('confusion_matrix.png', 'tsne.png', 'patches.png', 'embedding_filters.png',
            'position_embedding_similarity.png', 'attention_distance.png',
            'attention_rollout.png')
@@ -33,14 +33,6 @@ def test_confusions_markdown_lists_the_most_confused_pairs():
 
 
 # ----------------------------------------------------------------------------- tiny runs
-
-
-def _assert_png(path):
-  from matplotlib import image
-  with open(path, 'rb') as f:
-    assert f.read(8) == b'\x89PNG\r\n\x1a\n', f'{path} is not a PNG'
-  height, width = image.imread(path).shape[:2]
-  assert width >= MIN_FIGURE_PIXELS[0] and height >= MIN_FIGURE_PIXELS[1], (path, width, height)
 
 
 @pytest.fixture(scope='module')
@@ -73,7 +65,7 @@ def test_inspect_a_trained_run(archive, tmp_path):
   summary = figures.inspect_run(workdir)
   out = os.path.join(workdir, 'inspect')
   for name in FIGURES:
-    _assert_png(os.path.join(out, name))
+    figure_checks.assert_figure(os.path.join(out, name))
   with open(os.path.join(out, 'inspect.json')) as f:
     saved = json.load(f)
   assert saved['figures'] == list(FIGURES) + ['confusions.md']
@@ -103,6 +95,6 @@ def test_figures_without_class_token_scanned_with_fixed_posemb(archive, tmp_path
   out = str(tmp_path / 'out')
   summary = figures.inspect_restored(restored, config, out, 'gap/seed_0')
   for name in FIGURES:
-    _assert_png(os.path.join(out, name))
+    figure_checks.assert_figure(os.path.join(out, name))
   assert np.asarray(summary['mean_attention_distance']).shape == (2, 2)
   assert summary['num_examples'] == 40

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 import cifar_fixtures
+import figure_checks
 from configs import common
 from vit_jax import report
 from vit_jax import study_runs
@@ -14,7 +15,6 @@ from vit_jax import study_stats
 from vit_jax import train
 
 PLACEMENTS = ('pre', 'post', 'addnorm', 'sandwich')
-MIN_FIGURE_PIXELS = (400, 300)   # (width, height) a readable figure has at least
 
 
 # ----------------------------------------------------------------------------- markdown
@@ -56,14 +56,6 @@ def _synthetic_run(study, placement, seed, top1, steps=TOTAL, extra=None):
   return workdir
 
 
-def _assert_png(path):
-  from matplotlib import image
-  with open(path, 'rb') as f:
-    assert f.read(8) == b'\x89PNG\r\n\x1a\n', f'{path} is not a PNG'
-  height, width = image.imread(path).shape[:2]
-  assert width >= MIN_FIGURE_PIXELS[0] and height >= MIN_FIGURE_PIXELS[1], (path, width, height)
-
-
 def _table_rows(markdown, heading):
   section = markdown.split(heading, 1)[1].split('\n## ', 1)[0]
   rows = [l for l in section.splitlines() if l.startswith('| ') and not l.startswith('| placement')
@@ -84,7 +76,7 @@ def test_report_on_synthetic_study(tmp_path):
                'final_accuracy.png'):
     assert os.path.exists(os.path.join(study, name)), name
   for name in ('curves.png', 'learning_rate.png', 'final_accuracy.png'):
-    _assert_png(os.path.join(study, name))
+    figure_checks.assert_figure(os.path.join(study, name), (400, 300))
   with open(os.path.join(study, 'report.md')) as f:
     md = f.read()
   rows = _table_rows(md, '## Results per placement')
@@ -180,4 +172,4 @@ def test_report_on_real_tiny_runs(tmp_path):
     metrics = study_runs.read_metrics(str(study / r['workdir'] / 'metrics.jsonl'))
     assert r['final_val_top1'] == metrics['val'][-1]['top1'] and metrics['val'][-1]['step'] == 4
   for name in summary['figures']:
-    _assert_png(str(study / name))
+    figure_checks.assert_figure(str(study / name), (400, 300))

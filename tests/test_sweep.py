@@ -8,6 +8,7 @@ import sys
 import pytest
 
 import cifar_fixtures
+import figure_checks
 from configs import common
 from vit_jax import study_runs
 from vit_jax import sweep
@@ -223,7 +224,7 @@ def test_a_diverging_run_is_a_result_and_the_report_shows_stability(tmp_path):
   assert '## Training dynamics' in report and '![dynamics_pre](dynamics_pre.png)' in report
   assert '![init_grad_norms](init/init_grad_norms.png)' in report  # the sweep ran it first
   for name in ('stability.png', 'dynamics_pre.png', 'init/init_grad_norms.png'):
-    assert os.path.getsize(os.path.join(study_dir, name)) > 10_000
+    figure_checks.assert_figure(os.path.join(study_dir, name))
 
 
 def test_norm_smoke_sweeps_every_preset():
