@@ -141,6 +141,14 @@ def test_one_seed_grid_has_no_table_of_untestable_pairs(tmp_path):
       os.path.join(study, 'report.md')).read()
 
 
+def test_curves_give_every_group_its_own_colour_and_style():
+  """13 schemes: tab20's paired light/dark hues made pre and post look alike; tab10's ten hues,
+  then a new line style, keep up to 30 groups apart."""
+  styles = [report.curve_style(i) for i in range(30)]
+  assert len(set(styles)) == 30
+  assert len({hue for hue, _ in styles[:10]}) == 10 and styles[10] == (0, '--')
+
+
 def test_missing_study_says_how_to_create_it(tmp_path):
   with pytest.raises(FileNotFoundError, match='vit_jax.sweep'):
     report.build_report(str(tmp_path / 'nothing'))

@@ -54,7 +54,9 @@ from vit_jax import study_stats
 
 ALPHA = 0.05               # family-wise error rate of the paired tests (Holm)
 FIG_DPI = 120
-CURVE_FIGSIZE = (13, 9)
+CURVE_FIGSIZE = (13, 10)
+CURVE_HUES = 10                   # tab10's distinct colours; past ten the line style changes
+CURVE_STYLES = ('-', '--', ':')   # groups 1-10, 11-20, 21-30
 BAR_FIGSIZE = (12, 5)
 LR_FIGSIZE = (8, 4.5)
 
@@ -213,24 +215,30 @@ def mean_curve(runs: Sequence[study_runs.Run], split: str, key: str
   return np.asarray(steps), values.mean(axis=0), std
 
 
+def curve_style(i: int) -> tuple[int, str]:
+  """(tab10 colour index, line style) of the i-th group: distinct for up to 30 groups."""
+  return i % CURVE_HUES, CURVE_STYLES[i // CURVE_HUES % len(CURVE_STYLES)]
+
+
 def plot_curves(groups: Sequence[study_runs.Group], path: str, title: str) -> None:
   """Loss and top-1, train and val, against step: mean over seeds with a ±1 std band."""
   plt = figure_plots.pyplot()
-  fig, axes = plt.subplots(2, 2, figsize=CURVE_FIGSIZE)
+  fig, axes = plt.subplots(2, 2, figsize=CURVE_FIGSIZE, layout='constrained')
   panels = [(axes[0, 0], 'train', 'loss', 'training loss'),
             (axes[0, 1], 'val', 'loss', 'validation loss'),
             (axes[1, 0], 'train', 'top1', 'training top-1 (%)'),
             (axes[1, 1], 'val', 'top1', 'validation top-1 (%)')]
-  colors = plt.get_cmap('tab10' if len(groups) <= 10 else 'tab20')
+  colors = plt.get_cmap('tab10')
   for ax, split, key, name in panels:
     scale = 100.0 if key == 'top1' else 1.0
     for i, g in enumerate(groups):
       steps, mean, std = mean_curve(g.runs, split, key)
       if not len(steps):
         continue
-      color = colors(i % colors.N)
+      hue, style = curve_style(i)
+      color = colors(hue)
       ax.plot(steps, scale * mean, color=color, label=f'{g.label} (n={len(g.runs)})',
-              marker='o' if split == 'val' else None, markersize=3)
+              linestyle=style, marker='o' if split == 'val' else None, markersize=3)
       ax.fill_between(steps, scale * (mean - std), scale * (mean + std), color=color, alpha=0.2,
                       linewidth=0)
     ax.set_title(name)
@@ -238,9 +246,11 @@ def plot_curves(groups: Sequence[study_runs.Group], path: str, title: str) -> No
     ax.set_xlabel('step')
     ax.set_ylabel(name)
     ax.grid(alpha=0.3)
-  axes[0, 0].legend(fontsize=9, title='placement (band: ±1 std over seeds)', title_fontsize=9)
+  handles, labels = axes[0, 0].get_legend_handles_labels()
+  if handles:  # below the panels: inside one, a dozen entries hid its curves
+    fig.legend(handles, labels, loc='outside lower center', ncol=min(len(handles), 5), fontsize=9,
+               title='placement (band: ±1 std over seeds)', title_fontsize=9)
   fig.suptitle(title)
-  fig.tight_layout()
   figure_plots.save(fig, path, dpi=FIG_DPI)
 
 
