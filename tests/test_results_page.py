@@ -113,6 +113,7 @@ def test_page_findings_come_from_the_files(tmp_path):
           'study trains every scheme at 0.001; the grid\'s best differs for `pre`.') in page
   assert ('A 6-layer, width-128 ViT on 16 tokens of 32-pixel images,\n  trained for 4 steps '
           '(0.5 epochs) on 64 images') in page
+  assert 'which allows for the 2 comparisons, does not reject' in page  # post, sandwich vs pre
   assert '## Accuracy: 3 schemes × 3 seeds' in page and '(4 steps, 1 seed(s))' in page
   # 9 accuracy runs of 1 h (pre seed 0's 2 h pause not counted), 8 stability runs of 0.1 h,
   # the init analysis 0.01 h; 2 cores

@@ -219,8 +219,12 @@ def build_page(results_dir: str) -> str:
                              if scale else ''), '',
             'configs/study_norms_cpu.py; final validation top-1 after the last step; paired '
             't-test against `pre` over seeds (same seed = same data order and init), '
-            'Holm-adjusted over the schemes. Full report: '
-            f'[{ACCURACY}/report.md]({ACCURACY}/report.md).', '']
+            'Holm-adjusted over the schemes. '
+            + (f'The 95% CI of a difference is that comparison\'s alone (not adjusted): it can '
+               f'exclude 0 while the Holm-adjusted test, which allows for the '
+               f'{len(summary_a["comparisons"])} comparisons, does not reject. '
+               if summary_a and summary_a['comparisons'] else '')
+            + f'Full report: [{ACCURACY}/report.md]({ACCURACY}/report.md).', '']
   if summary_a:
     table, verdicts = accuracy_section(summary_a)
     lines += table + ['', f'![final accuracy]({ACCURACY}/final_accuracy.png)', '',
