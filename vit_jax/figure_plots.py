@@ -38,7 +38,7 @@ def save(fig, path: str, dpi: int = FIG_DPI) -> str:
 
   Why a palette: the study's figures are committed again after every finished run, and the
   line plots' antialiasing makes full-colour PNGs ~4x larger for no visible difference (the
-  octree palette keeps each line colour within 1/255). Deterministic, so an unchanged figure
+  octree palette keeps each line colour within 2/255, tested). Deterministic, so an unchanged figure
   is byte-identical and git stores nothing new.
   """
   from PIL import Image  # pylint: disable=g-import-not-at-top  (matplotlib's own dependency)

@@ -48,6 +48,7 @@ TRAINED, STALLED, DIVERGED = 'trained', 'stalled', 'diverged'
 STABILITY_LOSS_FIGURE = 'stability_loss.png'
 STABILITY_LOSS_COLUMNS = 4       # panels per row of the loss figure
 STABILITY_LOSS_CEILING = 1.5     # its y axis stops at this x the largest initial loss
+WARMUP_STYLES = ('-', '--', ':', '-.')   # the loss figure's line style per warmup value
 
 
 def outcome(run: study_runs.Run) -> tuple[str, float | None]:
@@ -156,7 +157,7 @@ def plot_stability_losses(runs: Sequence[study_runs.Run], warmup_field: str | No
       w = r.config.get(warmup_field) if warmup_field else None
       steps = [int(m['step']) for m in r.metrics['train']]
       losses = np.minimum([float(m['loss']) for m in r.metrics['train']], ceiling)
-      style = ('-', '--', ':', '-.')[warmups.index(w) % 4]
+      style = WARMUP_STYLES[warmups.index(w) % len(WARMUP_STYLES)]
       ax.plot(steps, losses, style, color=colours[lrs.index(lr)], linewidth=1.2)
       if r.status == 'diverged':
         ax.plot(steps[-1], losses[-1] if math.isfinite(losses[-1]) else ceiling, 'x',
@@ -170,7 +171,7 @@ def plot_stability_losses(runs: Sequence[study_runs.Run], warmup_field: str | No
   for ax in axes[-1]:
     ax.set_xlabel('step')
   handles = [plt.Line2D([], [], color=c, label=f'lr {lr:g}') for lr, c in zip(lrs, colours)]
-  handles += [plt.Line2D([], [], color='gray', linestyle=('-', '--', ':', '-.')[i % 4],
+  handles += [plt.Line2D([], [], color='gray', linestyle=WARMUP_STYLES[i % len(WARMUP_STYLES)],
                          label=f'{warmup_field or "warmup"} {w}') for i, w in enumerate(warmups)]
   handles += [plt.Line2D([], [], color='gray', marker='x', linestyle='', label='diverged')]
   fig.legend(handles=handles, loc='outside lower center', ncol=min(len(handles), 8), fontsize=8)
