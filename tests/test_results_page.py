@@ -95,8 +95,9 @@ def test_page_findings_come_from_the_files(tmp_path):
   assert '| pre | 3 | 32.00 ± 1.00 [29.52, 34.48] | — | — | (baseline) |' in page
   assert '| post | 3 | 26.83 ± 1.04 [24.25, 29.42] | -5.17 [-5.88, -4.45] |' in page
   assert '**Worse than pre-LN**: `post`.' in page
+  assert 'a rough plan, not a power analysis): none.' in page  # dual_patchnorm's CI spans 0
   assert '**Better than pre-LN** (Holm-adjusted p < 0.05): none.' in page
-  assert '**holds** for the 2 schemes tested so far (none significantly better)' in page
+  assert '**holds** for the 2 schemes tested (none significantly better)' in page
   assert '`dual_patchnorm` is **indistinguishable** against pre' in page
   assert 'pre` reaches 32.00% val top-1 (at least the 30%' in page
   assert "**pre-LN: the last layer's gradient shrinks about as 1/√L** (as predicted)" in page
@@ -181,3 +182,28 @@ def test_layer_profile_holds_only_when_both_schemes_match_xiong():
   assert '`pre` 3.00 (L=4): **grows toward the output** (predicted: about flat)' in text
   assert text.endswith('**does not hold** here.')
   assert study_findings.profile_findings({'results': {}}) == []
+
+
+def test_leaning_names_the_indistinguishable_schemes_whose_ci_excludes_zero():
+  import dataclasses
+  from vit_jax import study_stats
+  pre = {0: 0.32, 1: 0.32, 2: 0.32}
+  tests = {'deepnorm': {0: 0.34, 1: 0.3475, 2: 0.3325},  # +2 pp, sd 0.75 pp: CI excludes 0, p 0.044
+           'mixln': {0: 0.33, 1: 0.31, 2: 0.325},        # CI includes 0
+           'post': {0: 0.26, 1: 0.27, 2: 0.265}}         # worse: not "leaning"
+  comparisons = [{'a': k, 'b': 'pre', **dataclasses.asdict(study_stats.paired_t_test(v, pre))}
+                 for k, v in tests.items()]
+  summary = {'alpha': 0.05, 'groups': {}, 'comparisons': comparisons}
+  verdicts = {'pre': '(baseline)', 'deepnorm': 'indistinguishable', 'mixln': 'indistinguishable',
+              'post': 'worse'}
+  lines = study_findings.accuracy_findings(summary, verdicts)
+  leaning = [l for l in lines if 'Leaning' in l]
+  # Holm's strictest step over 3 tests: 0.05 / 3. With the observed sd, t = (2 / 0.75) sqrt(n):
+  # 4.62 at n = 3 < t_{1-0.05/6}(2) = 7.65; 5.33 at n = 4 > t(3) = 4.86: 4 seeds
+  assert leaning == [
+      "- **Leaning, not shown** (indistinguishable, but the comparison's own 95% CI excludes 0; in "
+      "brackets, the seeds at which the observed difference and spread would pass Holm's "
+      "strictest step, p < 0.017: a rough plan, not a power analysis): `deepnorm` +2.00 pp "
+      "(4 seeds)."]
+  verdicts['deepnorm'] = 'better'
+  assert 'power analysis): none.' in study_findings.accuracy_findings(summary, verdicts)[3]

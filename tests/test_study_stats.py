@@ -61,3 +61,14 @@ def test_holm_adjustment():
   assert adjusted[0] == pytest.approx(0.2) and adjusted[2] == pytest.approx(0.02)
   assert math.isnan(adjusted[1])
   assert study_stats.holm_adjust([0.9, 0.8]) == pytest.approx([1.0, 1.0])  # 2 x 0.8 capped at 1
+
+
+def test_seeds_to_pass_is_the_first_n_whose_t_clears_the_critical_value():
+  # mean 1, sd 1: t = sqrt(n); t_{0.975}(5) = 2.571 > sqrt(6) = 2.449, t_{0.975}(6) = 2.447 < sqrt(7)
+  assert study_stats.seeds_to_pass(1.0, 1.0, alpha=0.05) == 7
+  assert study_stats.seeds_to_pass(-1.0, 1.0, alpha=0.05) == 7          # two-sided
+  # Holm's first step over 12 tests: t_{1-0.05/24}(11) = 3.600 > sqrt(12), (12) = 3.527 < sqrt(13)
+  assert study_stats.seeds_to_pass(1.0, 1.0, alpha=0.05 / 12) == 13
+  assert study_stats.seeds_to_pass(0.01, 1.0, alpha=0.05) is None       # beyond MAX_SEEDS_PLANNED
+  assert study_stats.seeds_to_pass(1.0, 0.0, alpha=0.05) is None        # no spread: no test
+  assert study_stats.seeds_to_pass(0.0, 1.0, alpha=0.05) is None

@@ -64,6 +64,7 @@ def accuracy_findings(summary: dict, verdicts: dict[str, str]) -> list[str]:
             f'- **Worse than pre-LN**: {_names(verdicts, "worse")}.',
             f'- **Indistinguishable from pre-LN at this scale**: '
             f'{_names(verdicts, "indistinguishable")}.']
+  lines.append(_leaning(summary, verdicts))
   if 'not tested yet' in verdicts.values():
     lines.append('- Not tested yet (fewer than 2 seeds, or the same difference from pre on '
                  f'every seed, which leaves no spread to test): {_names(verdicts, "not tested yet")}.')
@@ -73,7 +74,7 @@ def accuracy_findings(summary: dict, verdicts: dict[str, str]) -> list[str]:
   if better:
     near_optimal = f'**does not hold** ({", ".join(f"`{b}`" for b in better)} significantly better)'
   elif tested:
-    near_optimal = (f'**holds** for the {len(tested)} schemes tested so far (none significantly '
+    near_optimal = (f'**holds** for the {len(tested)} schemes tested (none significantly '
                     'better)')
   else:
     near_optimal = '**not tested yet**'
@@ -83,6 +84,31 @@ def accuracy_findings(summary: dict, verdicts: dict[str, str]) -> list[str]:
       + near_optimal
       + f'; patch norms help — `dual_patchnorm` is **{dual}** against pre.')
   return lines
+
+
+def _leaning(summary: dict, verdicts: dict[str, str]) -> str:
+  """The indistinguishable schemes whose own 95% CI excludes 0, and the seeds each would need.
+
+  Why: with 3 seeds and a dozen comparisons, Holm can only reject large, steady differences; a
+  reader deciding where to spend more seeds wants the ones that lean, and how many seeds the
+  observed difference and spread would take to pass Holm's strictest step (alpha / tests).
+  """
+  tests = [c for c in summary.get('comparisons', []) if c['b'] == BASELINE and
+           not math.isnan(c['p'])]
+  alpha = summary['alpha'] / max(len(tests), 1)
+  leaning = []
+  for c in tests:
+    if verdicts.get(c['a']) != 'indistinguishable' or c['ci_low'] <= 0 <= c['ci_high']:
+      continue
+    std = abs(c['mean_diff']) * math.sqrt(c['n']) / abs(c['t'])     # t = mean / (std / sqrt(n))
+    seeds = study_stats.seeds_to_pass(c['mean_diff'], std, alpha)
+    needs = (f'{seeds} seeds' if seeds else
+             f'more than {study_stats.MAX_SEEDS_PLANNED} seeds')
+    leaning.append(f'`{c["a"]}` {100 * c["mean_diff"]:+.2f} pp ({needs})')
+  return (f'- **Leaning, not shown** (indistinguishable, but the comparison\'s own 95% CI '
+          f'excludes 0; in brackets, the seeds at which the observed difference and spread would '
+          f'pass Holm\'s strictest step, p < {alpha:.2g}: a rough plan, not a power analysis): '
+          + (', '.join(leaning) if leaning else 'none') + '.')
 
 
 # ----------------------------------------------------------------------------- initialization

@@ -19,6 +19,7 @@ CONFIDENCE = 0.95          # of the intervals over seeds
 # Paired differences that agree within this are identical (float rounding of accuracies such as
 # 0.3108 - 0.3298 and 0.3092 - 0.3282): no spread, so no t-test.
 IDENTICAL_DIFFERENCES = 1e-9
+MAX_SEEDS_PLANNED = 100    # seeds_to_pass looks no further
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,3 +86,19 @@ def holm_adjust(pvalues: Sequence[float]) -> list[float]:
     running = max(running, min(1.0, (m - rank) * p[i]))
     adjusted[i] = running
   return adjusted.tolist()
+
+
+def seeds_to_pass(mean_diff: float, std_diff: float, alpha: float,
+                  max_seeds: int = MAX_SEEDS_PLANNED) -> int | None:
+  """The fewest seeds at which a paired t-test of this mean difference and this spread of
+  differences would give p < alpha; None beyond max_seeds (or no spread, or no difference).
+
+  A planning figure for a comparison that leans one way but does not pass: it assumes the
+  observed difference and spread are the true ones, which with few seeds they are not.
+  """
+  if not std_diff > 0 or not abs(mean_diff) > 0:
+    return None
+  for n in range(2, max_seeds + 1):
+    if abs(mean_diff) / (std_diff / math.sqrt(n)) > stats.t.ppf(1 - alpha / 2, n - 1):
+      return n
+  return None
