@@ -207,3 +207,14 @@ def test_leaning_names_the_indistinguishable_schemes_whose_ci_excludes_zero():
       "(4 seeds)."]
   verdicts['deepnorm'] = 'better'
   assert 'power analysis): none.' in study_findings.accuracy_findings(summary, verdicts)[3]
+
+
+def test_stability_findings_before_the_grid_varies_the_learning_rate():
+  # the sweep's first cell (one learning rate, every scheme) is done: no largest rate to read
+  assert study_findings.stability_findings({'largest_stable_learning_rate': {}}) == [
+      '- Stability grid: its finished runs do not vary the learning rate yet.']
+  stable = {'pre': {'0.0': 1e-2, '0.05': 1e-2}, 'post': {'0.0': 3e-4, '0.05': 1e-3}}
+  assert study_findings.stability_findings({'largest_stable_learning_rate': stable}) == [
+      '- **Warmup**: the largest stable learning rate is higher with warmup than without for '
+      '`post` (0.0003 without, 0.001 with); the others are as stable without it.',
+      '- **Largest learning rate**: `pre` trained at 0.01, the largest stable rate in the grid.']

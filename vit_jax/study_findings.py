@@ -185,7 +185,8 @@ def init_findings(init: dict) -> list[str]:
 def stability_findings(summary: dict) -> list[str]:
   stable = summary.get('largest_stable_learning_rate') or {}
   if not stable:
-    return ['- The stability grid has no finished runs yet.']
+    # finished runs, but all at one learning rate so far: no grid to read a largest rate from
+    return ['- Stability grid: its finished runs do not vary the learning rate yet.']
   needs, top = [], 0.0
   for placement, per_warmup in stable.items():
     warmups = sorted((w for w in per_warmup if w != 'None'), key=float)  # 'None': not varied
