@@ -218,3 +218,16 @@ def test_stability_findings_before_the_grid_varies_the_learning_rate():
       '- **Warmup**: the largest stable learning rate is higher with warmup than without for '
       '`post` (0.0003 without, 0.001 with); the others are as stable without it.',
       '- **Largest learning rate**: `pre` trained at 0.01, the largest stable rate in the grid.']
+
+
+def test_no_best_learning_rate_while_the_grid_has_one_rate(tmp_path):
+  stability = str(tmp_path / 'stability')
+  for warmup in (0.0, 0.05):
+    _run(stability, f'pre/w{warmup}', {'seed': 0, 'learning_rate': 3e-4, 'warmup_fraction': warmup,
+                                       'model': {'norm_placement': 'pre'}}, 0.1, seconds=60.0)
+  assert study_findings.best_learning_rates(stability, 1e-3) == []
+  _run(stability, 'pre/lr1e-3', {'seed': 0, 'learning_rate': 1e-3, 'warmup_fraction': 0.05,
+                                 'model': {'norm_placement': 'pre'}}, 0.12, seconds=60.0)
+  assert study_findings.best_learning_rates(stability, 1e-3)[0].endswith(
+      '`pre` 0.001 (warmup_fraction 0.05). The accuracy study trains every scheme at 0.001; that '
+      'is every scheme\'s best in the grid.')
