@@ -218,6 +218,10 @@ def test_stability_findings_before_the_grid_varies_the_learning_rate():
       '- **Warmup**: the largest stable learning rate is higher with warmup than without for '
       '`post` (0.0003 without, 0.001 with); the others are as stable without it.',
       '- **Largest learning rate**: `pre` trained at 0.01, the largest stable rate in the grid.']
+  stable['post'] = {'0.0': 1e-3, '0.05': 1e-3}
+  assert study_findings.stability_findings({'largest_stable_learning_rate': stable})[0] == (
+      "- **Warmup**: no scheme's largest stable learning rate is higher with warmup than without: "
+      'each is as stable without it.')
 
 
 def test_no_best_learning_rate_while_the_grid_has_one_rate(tmp_path):

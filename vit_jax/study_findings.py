@@ -199,9 +199,11 @@ def stability_findings(summary: dict) -> list[str]:
   largest = (f'- **Largest learning rate**: {", ".join(f"`{p}`" for p in best)} trained at '
              f'{top:g}, the largest stable rate in the grid.' if top else
              '- **Largest learning rate**: no scheme trained stably at any rate of the grid.')
-  return [f'- **Warmup**: the largest stable learning rate is higher with warmup than without for '
-          f'{", ".join(needs) if needs else "no scheme"}; the others are as stable without it.',
-          largest]
+  warmup = (f'- **Warmup**: the largest stable learning rate is higher with warmup than without '
+            f'for {", ".join(needs)}; the others are as stable without it.' if needs else
+            '- **Warmup**: no scheme\'s largest stable learning rate is higher with warmup than '
+            'without: each is as stable without it.')
+  return [warmup, largest]
 
 
 def best_learning_rates(stability_dir: str, study_lr: float | None) -> list[str]:
