@@ -46,7 +46,7 @@ def plot_init(results: dict, path: str, what: str) -> str:
 # The loss rule alone misses a stall; the report calls neither stable.
 TRAINED, STALLED, DIVERGED = 'trained', 'stalled', 'diverged'
 STABILITY_LOSS_FIGURE = 'stability_loss.png'
-STABILITY_LOSS_COLUMNS = 4       # panels per row of the loss figure
+STABILITY_COLUMNS = 4            # panels per row of the stability figures (one per scheme)
 STABILITY_LOSS_CEILING = 1.5     # its y axis stops at this x the largest initial loss
 WARMUP_STYLES = ('-', '--', ':', '-.')   # the loss figure's line style per warmup value
 
@@ -95,14 +95,26 @@ def _mean_top1(seeds) -> float:
   return 100 * float(np.mean([top1 for _, top1 in seeds]))
 
 
+def _panels(plt, n: int, width: float, height: float, **kwargs):
+  """(figure, axes) of n panels, STABILITY_COLUMNS to a row, the unused ones hidden: a row of
+  seven schemes would be too wide to read on the page."""
+  columns = min(n, STABILITY_COLUMNS)
+  rows = -(-n // columns)
+  fig, axes = plt.subplots(rows, columns, figsize=(width * columns + 1.5, height * rows + 0.6),
+                           squeeze=False, layout='constrained', **kwargs)
+  for ax in axes.flat[n:]:
+    ax.axis('off')
+  return fig, axes
+
+
 def plot_stability(grid: dict, warmup_field: str | None, path: str) -> None:
   plt = figure_plots.pyplot()
-  n = len(grid)
-  fig, axes = plt.subplots(1, n, figsize=(3.2 * n + 1.5, 3.4), squeeze=False, layout='constrained')
+  fig, axes = _panels(plt, len(grid), 3.2, 2.9)
   image = None
   finished = [_mean_top1(v) for cells in grid.values() for v in cells.values()]
   top = max(max((v for v in finished if not math.isnan(v)), default=0.0), 1.0)  # one scale
-  for ax, (placement, cells) in zip(axes[0], sorted(grid.items(), key=lambda kv: study_runs.placement_rank(kv[0]))):
+  for ax, (placement, cells) in zip(axes.flat, sorted(grid.items(),
+                                                     key=lambda kv: study_runs.placement_rank(kv[0]))):
     lrs = sorted({lr for lr, _ in cells})
     warmups = sorted({w for _, w in cells}, key=str)
     values = np.full((len(warmups), len(lrs)), np.nan)
@@ -127,9 +139,10 @@ def plot_stability(grid: dict, warmup_field: str | None, path: str) -> None:
     ax.set_yticks(range(len(warmups)), ['as configured' if w is None else str(w) for w in warmups])
     ax.set_xlabel('peak learning rate')
     ax.set_title(placement)
-  axes[0][0].set_ylabel(warmup_field or 'warmup (not varied)')
+  for ax in axes[:, 0]:
+    ax.set_ylabel(warmup_field or 'warmup (not varied)')
   if image is not None:
-    fig.colorbar(image, ax=axes[0].tolist(), label='final val top-1 (%), mean over seeds')
+    fig.colorbar(image, ax=axes.ravel().tolist(), label='final val top-1 (%), mean over seeds')
   fig.suptitle('Stability: final val top-1 by learning rate and warmup '
                '(diverged: stopped; stalled: did not learn)', fontsize=10)
   figure_plots.save(fig, path)
@@ -144,10 +157,7 @@ def plot_stability_losses(runs: Sequence[study_runs.Run], warmup_field: str | No
   placements = sorted({r.placement for r in done}, key=study_runs.placement_rank)
   lrs = sorted({float(r.config.get(LR_FIELD, math.nan)) for r in done})
   warmups = sorted({r.config.get(warmup_field) if warmup_field else None for r in done}, key=str)
-  columns = min(len(placements), STABILITY_LOSS_COLUMNS)
-  rows = -(-len(placements) // columns)
-  fig, axes = plt.subplots(rows, columns, figsize=(3.6 * columns, 2.9 * rows + 0.6),
-                           squeeze=False, sharex=True, sharey=True, layout='constrained')
+  fig, axes = _panels(plt, len(placements), 3.6, 2.9, sharex=True, sharey=True)
   colours = plt.get_cmap('plasma')(np.linspace(0.05, 0.8, len(lrs)))
   first = max(float(r.metrics['train'][0]['loss']) for r in done)
   ceiling = STABILITY_LOSS_CEILING * first           # a diverging loss leaves the panel here
@@ -164,8 +174,6 @@ def plot_stability_losses(runs: Sequence[study_runs.Run], warmup_field: str | No
                 color=colours[lrs.index(lr)], markersize=9, markeredgewidth=2)
     ax.set_title(placement)
     ax.grid(alpha=0.3)
-  for ax in axes.flat[len(placements):]:
-    ax.axis('off')
   for ax in axes[:, 0]:
     ax.set_ylabel('training loss')
   for ax in axes[-1]:
