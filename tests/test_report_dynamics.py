@@ -74,3 +74,29 @@ def test_report_table_counts_diverged_and_stalled_runs(tmp_path):
   figure_checks.assert_figure(os.path.join(study, report_dynamics.STABILITY_LOSS_FIGURE))
   assert f'![training loss]({report_dynamics.STABILITY_LOSS_FIGURE})' in text
   assert not os.path.exists(os.path.join(study, 'curves.png'))
+
+
+def test_a_run_stuck_near_its_first_loss_stalled(tmp_path):
+  # post-LN at 3e-3 in the study's grid: 1.3% top-1, val loss 0.02 nats under its first logged
+  # training loss. "No lower than" would call it trained; STALL_NATS calls it stalled.
+  study = str(tmp_path / 'study')
+  _run(study, 'post', 3e-3, 0.0, first_loss=4.60, final_val_loss=4.58, top1=0.013)
+  learned = 4.50 - 2 * report_dynamics.STALL_NATS
+  _run(study, 'post', 1e-3, 0.0, first_loss=4.50, final_val_loss=learned, top1=0.06)
+  outcomes = {r.config['learning_rate']: report_dynamics.outcome(r)
+              for r in study_runs.find_runs(study)}
+  assert outcomes == {3e-3: (report_dynamics.STALLED, 0.013), 1e-3: (report_dynamics.TRAINED, 0.06)}
+
+
+def test_a_rebuilt_report_removes_the_figures_it_no_longer_draws(tmp_path):
+  study = _study(tmp_path)
+  stale = ('curves.png', 'final_accuracy.png', 'dynamics_gone.png')  # e.g. from before LRs varied
+  for name in stale + ('notes.png',):
+    with open(os.path.join(study, name), 'wb') as f:
+      f.write(b'old')
+  summary = report.build_report(study)
+  for name in stale:
+    assert not os.path.exists(os.path.join(study, name)), name
+  assert os.path.exists(os.path.join(study, 'notes.png'))  # not a report figure: kept
+  for name in summary['figures']:
+    assert os.path.exists(os.path.join(study, name)), name

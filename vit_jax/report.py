@@ -59,6 +59,11 @@ CURVE_HUES = 10                   # tab10's distinct colours; past ten the line 
 CURVE_STYLES = ('-', '--', ':')   # groups 1-10, 11-20, 21-30
 BAR_FIGSIZE = (12, 5)
 LR_FIGSIZE = (8, 4.5)
+CONDITION_FIGURES = ('curves.png', 'learning_rate.png', 'final_accuracy.png')  # not for LR grids
+# Every top-level figure a report may draw (besides dynamics_<placement>.png): a rebuild removes
+# those it did not draw this time.
+REPORT_FIGURES = CONDITION_FIGURES + (report_dynamics.STABILITY_FIGURE,
+                                      report_dynamics.STABILITY_LOSS_FIGURE)
 
 # The columns of the placement table: (key in run_metrics, header, is an accuracy in [0, 1]).
 TABLE_COLUMNS = (
@@ -330,8 +335,8 @@ def build_report(study_dir: str, alpha: float = ALPHA, baseline: str = '') -> di
   stability_md, stability_figures, stability = report_dynamics.stability_section(runs, study_dir)
   figures = []
   if groups and not stability_figures:  # a learning-rate grid: its own figures say it better
-    for fname, plot in (('curves.png', plot_curves), ('learning_rate.png', plot_learning_rate),
-                        ('final_accuracy.png', plot_final_accuracy)):
+    for fname, plot in zip(CONDITION_FIGURES, (plot_curves, plot_learning_rate,
+                                               plot_final_accuracy)):
       plot(groups, os.path.join(study_dir, fname), title)
       figures.append(fname)
 
@@ -400,7 +405,18 @@ def build_report(study_dir: str, alpha: float = ALPHA, baseline: str = '') -> di
                       for r in runs]}
   with open(os.path.join(study_dir, 'summary.json'), 'w') as f:
     json.dump(summary, f, indent=2, default=str)
+  _remove_stale_figures(study_dir, summary['figures'])
   return summary
+
+
+def _remove_stale_figures(study_dir: str, figures: Sequence[str]) -> None:
+  """Deletes the figures an earlier report drew that this one did not (e.g. the per-condition
+  curves of a grid's first cell, before its learning rates varied): a published folder holds
+  only what report.md shows."""
+  for name in os.listdir(study_dir):
+    drawn_here = name in REPORT_FIGURES or (name.startswith('dynamics_') and name.endswith('.png'))
+    if drawn_here and name not in figures:
+      os.remove(os.path.join(study_dir, name))
 
 
 def main(argv: Sequence[str]) -> int:

@@ -246,11 +246,11 @@ def build_page(results_dir: str) -> str:
             f'{", ".join(map(str, sorted(set(depths))))} '
             '(`vit_jax/init_analysis.py`):', '',
             f'![init]({ACCURACY}/{report_dynamics.INIT_FIGURE})', '']
-  if summary_s and 'stability.png' in summary_s['figures']:
+  if summary_s and report_dynamics.STABILITY_FIGURE in summary_s['figures']:
     lines += [f'Final val top-1 over learning rate × warmup ({short.get("steps", "?")} steps, '
               f'{short.get("seeds", "?")} seed(s)); diverged '
               f'and stalled runs marked ([report]({STABILITY}/report.md)):', '',
-              f'![stability]({STABILITY}/stability.png)', '']
+              f'![stability]({STABILITY}/{report_dynamics.STABILITY_FIGURE})', '']
     if report_dynamics.STABILITY_LOSS_FIGURE in summary_s['figures']:
       lines += ['The training loss of each cell (a line per learning rate and warmup):', '',
                 f'![stability loss]({STABILITY}/{report_dynamics.STABILITY_LOSS_FIGURE})', '']
