@@ -5,8 +5,8 @@ configs/study_norms_cpu.py's model and recipe (common.get_norm_study_config) at 
 warmup {0, 5%} of the steps, for pre, post, sandwich (Peri-LN), deepnorm, mixln, respost (Swin V2)
 and dyt (no norm statistics at all): 56 runs. A run *diverges* when its loss becomes non-finite
 or exceeds 3 x its initial value ln(100) (it stops; a result, not a crash); it *stalls* when it
-ends with a val loss less than 0.1 nats (report_dynamics.STALL_NATS) below its first logged
-training loss. The report gives each
+ends with a val loss less than 0.1 nats (report_dynamics.STALL_NATS) below where it started
+(ln 100, or its first logged training loss if lower). The report gives each
 scheme's largest stable learning rate per warmup and the heatmap of final val top-1.
 
   python -m vit_jax.sweep --config=configs/study_stability_cpu.py \

@@ -100,3 +100,20 @@ def test_a_rebuilt_report_removes_the_figures_it_no_longer_draws(tmp_path):
   assert os.path.exists(os.path.join(study, 'notes.png'))  # not a report figure: kept
   for name in summary['figures']:
     assert os.path.exists(os.path.join(study, name)), name
+
+
+def test_a_run_whose_first_log_overshot_is_judged_from_ln_classes(tmp_path):
+  # deepnorm at 1e-2 in the study's grid: first logged loss 4.72 (the first 50 steps overshoot),
+  # then ln 100 = 4.605 to the end. 0.11 nats under its first log, but not under ln 100.
+  study = str(tmp_path / 'study')
+  _run(study, 'deepnorm', 1e-2, 0.0, first_loss=4.72, final_val_loss=4.607, top1=0.0102)
+  (run,) = study_runs.find_runs(study)
+  assert report_dynamics.outcome(run)[0] == report_dynamics.TRAINED   # dataset unknown: first log
+  run.config['data'] = {'dataset': 'cifar100'}
+  assert report_dynamics.outcome(run)[0] == report_dynamics.STALLED
+
+
+def test_class_counts_agree_with_the_cifar_reader():
+  from vit_jax.data import cifar  # pylint: disable=g-import-not-at-top
+  layouts = {lay.dataset: lay.num_classes for lay in cifar._LAYOUTS}  # pylint: disable=protected-access
+  assert report_dynamics.NUM_CLASSES == layouts
