@@ -109,7 +109,12 @@ def test_a_run_whose_first_log_overshot_is_judged_from_ln_classes(tmp_path):
   _run(study, 'deepnorm', 1e-2, 0.0, first_loss=4.72, final_val_loss=4.607, top1=0.0102)
   (run,) = study_runs.find_runs(study)
   assert report_dynamics.outcome(run)[0] == report_dynamics.TRAINED   # dataset unknown: first log
-  run.config['data'] = {'dataset': 'cifar100'}
+  config_file = os.path.join(study, run.workdir, study_runs.CONFIG_FILE)
+  with open(config_file) as f:
+    config = json.load(f)
+  with open(config_file, 'w') as f:
+    json.dump({**config, 'data': {'dataset': 'cifar100'}}, f)   # as the trainer writes it
+  (run,) = study_runs.find_runs(study)
   assert report_dynamics.outcome(run)[0] == report_dynamics.STALLED
 
 

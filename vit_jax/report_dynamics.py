@@ -71,7 +71,7 @@ def outcome(run: study_runs.Run) -> tuple[str, float | None]:
   numbers = study_runs.run_metrics(run)
   train = run.metrics.get('train', [])
   start = float(train[0]['loss']) if train else math.nan
-  classes = NUM_CLASSES.get(run.config.get('data', {}).get('dataset'))
+  classes = NUM_CLASSES.get(run.config.get('data.dataset'))  # Run.config is flattened
   if classes:
     start = min(start, math.log(classes))
   stalled = not numbers['final_val_loss'] < start - STALL_NATS  # NaN (no val): a stall
