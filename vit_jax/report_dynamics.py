@@ -46,9 +46,10 @@ def plot_init(results: dict, path: str, what: str) -> str:
 # The divergence rule alone misses a stall; the report calls neither stable.
 TRAINED, STALLED, DIVERGED = 'trained', 'stalled', 'diverged'
 # "Without learning": a margin, because a run stuck at chance still drifts a little (post-LN at
-# 3e-3 in the study's grid: 1.3% top-1, val loss 0.02 nats under its first logged loss, where
-# every run that learned was >= 0.25 nats under). Under 0.1 nats: the geometric-mean probability
-# of the right class rose by less than 11% (e^0.1).
+# 3e-3 in the study's grid: 1.3% top-1, val loss 0.02 nats under its first logged loss; every
+# run there above 5% top-1 was >= 0.25 nats under, the slowest learners at 1e-2, 2-3.6%, 0.12 to
+# 0.17). Under 0.1 nats: the geometric-mean probability of the right class rose by less than
+# 11% (e^0.1).
 STALL_NATS = 0.1
 # Where a run started: ln C, the uniform prediction of the zero-initialized head, or its first
 # logged training loss if lower. Not the first log alone: at a high learning rate the loss
@@ -145,8 +146,8 @@ def plot_stability(grid: dict, warmup_field: str | None, path: str) -> None:
       else:
         text = f'{values[i, j]:.1f}' + (f'\n{STALLED}' if failures else '')
         ax.text(j, i, text, ha='center', va='center', fontsize=8 if not failures else 7,
-                color='crimson' if failures else
-                ('white' if values[i, j] < top / 2 else 'black'))
+                color='white' if values[i, j] < top / 2 else  # crimson is unreadable on dark
+                ('crimson' if failures else 'black'))
     for i, w in enumerate(warmups):
       for j, lr in enumerate(lrs):
         if (lr, w) not in cells:  # no finished or diverged run there (yet)
