@@ -92,6 +92,12 @@ def stability_grid(runs: Sequence[study_runs.Run]) -> tuple[str | None, dict]:
   return warmup, grid
 
 
+def varies_learning_rate(grid: dict) -> bool:
+  """Whether the grid's runs span two learning rates or more: only then is there a largest
+  stable rate or a best one to read."""
+  return len({lr for cells in grid.values() for lr, _ in cells}) >= 2
+
+
 def _failures(seeds: Sequence[tuple[str, float | None]]) -> list[str]:
   return [kind for kind, _ in seeds if kind != TRAINED]
 
@@ -208,7 +214,7 @@ def stability_section(runs: Sequence[study_runs.Run], study_dir: str
                       ) -> tuple[list[str], list[str], dict]:
   """(markdown lines, figure names, summary) of the stability grid; empty without an LR axis."""
   warmup, grid = stability_grid(runs)
-  if not grid or len({lr for cells in grid.values() for lr, _ in cells}) < 2:
+  if not varies_learning_rate(grid):
     return [], [], {}
   plot_stability(grid, warmup, os.path.join(study_dir, STABILITY_FIGURE))
   plot_stability_losses(runs, warmup, os.path.join(study_dir, STABILITY_LOSS_FIGURE))
@@ -233,7 +239,7 @@ def stability_section(runs: Sequence[study_runs.Run], study_dir: str
            '(neither diverged nor stalled).', '',
            '| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
   lines += ['| ' + ' | '.join(r) + ' |' for r in rows]
-  return (lines + ['', '![stability](stability.png)', '',
+  return (lines + ['', f'![stability]({STABILITY_FIGURE})', '',
                    f'![training loss]({STABILITY_LOSS_FIGURE})', ''],
           [STABILITY_FIGURE, STABILITY_LOSS_FIGURE], summary)
 

@@ -210,7 +210,7 @@ def best_learning_rates(stability_dir: str, study_lr: float | None) -> list[str]
   """Each scheme's best cell of the grid (highest final val top-1 among the cells where every
   seed trained): whether the accuracy study's one learning rate sits near each scheme's own."""
   warmup, grid = report_dynamics.stability_grid(study_runs.find_runs(stability_dir))
-  if len({lr for cells in grid.values() for lr, _ in cells}) < 2:
+  if not report_dynamics.varies_learning_rate(grid):
     return []                      # one learning rate so far: no best one to name
   best = {}
   for placement, cells in sorted(grid.items(), key=lambda kv: study_runs.placement_rank(kv[0])):
